@@ -1,0 +1,15 @@
+//! The offline developer set-up: a tenant, a verified domain and a static
+//! credential, provisioned idempotently at every start.
+
+use crate::config::DevConfig;
+use crate::control::{Control, IdentityStatus};
+
+pub fn provision(control: &Control, dev: &DevConfig) -> anyhow::Result<()> {
+    control.ensure_tenant(&dev.tenant)?;
+    // Dev delivery is capture: nothing leaves the machine, so the sandbox
+    // would only get in the way.
+    control.set_sandbox(&dev.tenant, false)?;
+    control.add_identity(&dev.tenant, &dev.domain, IdentityStatus::Success)?;
+    control.ensure_static_credential(&dev.tenant, &dev.username, &dev.password)?;
+    Ok(())
+}

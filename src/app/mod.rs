@@ -1,0 +1,132 @@
+//! Wiring: the only place that picks concrete implementations and starts
+//! the listeners.
+
+mod dev;
+mod gateway;
+mod listener;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::control::Control;
+use crate::queue::Queue;
+use crate::session::{ListenerContext, Policy};
+use crate::tls::TlsAcceptorHandle;
+
+pub use dev::provision as provision_dev;
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let control = Arc::new(Control::open(&config.data_dir)?);
+    if let Some(dev) = config.dev() {
+        dev::provision(&control, dev)?;
+        tracing::warn!(
+            tenant = %dev.tenant,
+            domain = %dev.domain,
+            user = %dev.username,
+            "DEV MODE: static SMTP credential and auto-verified domain (loopback listeners only)"
+        );
+    }
+    let tls = TlsAcceptorHandle::load(&config.tls, &config.hostname)?;
+    let (queue, writer, report) = Queue::open(&config.data_dir)?;
+    tracing::info!(
+        queued = report.queued,
+        quarantined = report.quarantined.len(),
+        "queue recovered"
+    );
+    let gateway = Arc::new(gateway::Gateway {
+        auth: Authenticator::new(control.clone(), config.auth.clone(), config.dev().is_some()),
+        control,
+        queue,
+        hostname: config.hostname.clone(),
+        region: config.region.clone(),
+    });
+
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let addr = l.addr()?;
+        let socket = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listener '{}': cannot bind {addr}", l.name))?;
+        let context = Arc::new(ListenerContext {
+            name: l.name.clone(),
+            kind: l.kind,
+            policy: Policy::new(l.kind, &config.hostname, &config.limits),
+            tls: tls.clone(),
+            command_timeout: Duration::from_secs(config.limits.command_timeout_secs),
+            data_timeout: Duration::from_secs(config.limits.data_timeout_secs),
+        });
+        tracing::info!(listener = %l.name, kind = l.kind.as_str(), addr = %socket.local_addr()?, "listening");
+        bound.push((socket, context));
+    }
+    announce_ready(&bound)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = listener::ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
+    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    let mut loops = tokio::task::JoinSet::new();
+    for (socket, context) in bound {
+        loops.spawn(listener::accept_loop(
+            socket,
+            context,
+            gateway.clone(),
+            limits.clone(),
+            stop_rx.clone(),
+            grace,
+        ));
+    }
+    drop(gateway);
+
+    wait_for_shutdown(&tls).await?;
+    tracing::info!("shutting down: finishing transactions in flight");
+    let _ = stop_tx.send(true);
+    while loops.join_next().await.is_some() {}
+    // Every Queue handle is gone with the sessions: the writer finishes its
+    // last commit and stops.
+    tokio::task::spawn_blocking(move || writer.join()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One line on stdout with every bound address, for scripts and tests
+/// (listeners may bind port 0).
+fn announce_ready(bound: &[(TcpListener, Arc<ListenerContext>)]) -> anyhow::Result<()> {
+    let addrs: BTreeMap<String, String> = bound
+        .iter()
+        .map(|(s, c)| Ok((c.name.clone(), s.local_addr()?.to_string())))
+        .collect::<std::io::Result<_>>()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready {}", serde_json::to_string(&addrs)?)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate.
+async fn wait_for_shutdown(tls: &TlsAcceptorHandle) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the old certificate"),
+            },
+        }
+    }
+}
