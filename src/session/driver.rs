@@ -153,6 +153,12 @@ impl<B: Backend> Session<B> {
                     }
                     self.machine.message_result(reply);
                 }
+                Some(Action::Refused(reply)) => tracing::info!(
+                    session = self.id,
+                    code = reply.code,
+                    reason = reply.text(),
+                    "message refused"
+                ),
                 Some(Action::StartTls) => {
                     stream.write_all(&out).await?;
                     stream.flush().await?;

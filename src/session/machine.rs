@@ -76,6 +76,9 @@ pub enum Action {
     Message(Transaction),
     /// The 220 has been queued; flush it, handshake, call `tls_started`.
     StartTls,
+    /// A message was refused by the machine itself (size, framing, limits);
+    /// the reply follows as a `Send`. For the log.
+    Refused(Reply),
     Close,
 }
 
@@ -241,6 +244,12 @@ impl Machine {
         if self.errors >= self.policy.max_errors {
             self.close_with(texts::too_many_errors());
         }
+    }
+
+    /// Refuses the current message; counts as an error like any 5xx.
+    fn refuse(&mut self, reply: Reply) {
+        self.outbox.push_back(Action::Refused(reply.clone()));
+        self.fail(reply);
     }
 
     fn reset_transaction(&mut self) {
@@ -500,7 +509,7 @@ impl Machine {
         }
         if self.recipients.len() > self.policy.max_recipients {
             self.reset_transaction();
-            return self.fail(texts::too_many_recipients(self.policy.max_recipients));
+            return self.refuse(texts::too_many_recipients(self.policy.max_recipients));
         }
         self.send(texts::start_data());
         self.phase = Phase::Data(DataReader::new(
@@ -521,7 +530,7 @@ impl Machine {
         };
         if let Some(reply) = refusal {
             self.reset_transaction();
-            return self.fail(reply);
+            return self.refuse(reply);
         }
         let transaction = Transaction {
             mail_from: self.mail_from.clone().unwrap_or_default(),

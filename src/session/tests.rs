@@ -12,6 +12,7 @@ struct Harness {
     out: String,
     messages: Vec<Transaction>,
     tls_requests: usize,
+    refused: usize,
     closed: bool,
 }
 
@@ -28,6 +29,7 @@ impl Harness {
             out: String::new(),
             messages: Vec::new(),
             tls_requests: 0,
+            refused: 0,
             closed: false,
         }
     }
@@ -82,6 +84,7 @@ impl Harness {
                     self.machine.tls_started();
                 }
                 Action::Close => self.closed = true,
+                Action::Refused(_) => self.refused += 1,
             }
         }
         self.out[before..].to_string()
@@ -246,6 +249,7 @@ fn declared_and_streamed_oversize_are_refused() {
     assert_eq!(replies, "", "no reply before the end of DATA");
     assert_eq!(h.send(".\r\n"), "552 5.3.4 Message is too long.\r\n");
     assert!(h.messages.is_empty());
+    assert_eq!(h.refused, 1);
 }
 
 #[test]
