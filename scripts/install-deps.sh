@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install everything the test suite and benchmarks need on a fresh Debian machine.
+# Idempotent: re-running it on a provisioned machine does no network access.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Debian packages. postfix is only used for its smtp-sink/smtp-source tools and
+# for throwaway private instances in benches/; the system instance stays off.
+# libnet-ssleay-perl: swaks needs it for --tls/--tls-on-connect (only a Recommends).
+APT_PACKAGES=(swaks libnet-ssleay-perl postfix dnsutils sqlite3 openssl procps)
+
+# Python packages for the venv at .venv. Later issues add e.g. moto[server], boto3, dkimpy.
+PIP_PACKAGES=()
+
+log() { echo "install-deps: $*" >&2; }
+die() { echo "install-deps: ERROR: $*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo)"
+    SUDO="sudo"
+fi
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+install_apt() {
+    local missing=() p
+    # The venv needs the stdlib venv+ensurepip modules; Debian's python3 splits them out.
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        pkg_installed python3-venv || missing+=(python3-venv)
+    fi
+    for p in "${APT_PACKAGES[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "apt packages already installed"
+        return
+    fi
+    log "installing: ${missing[*]}"
+    # Preseed so postfix installs without a prompt and without writing /etc/postfix/main.cf
+    # (no main.cf => the system instance cannot start, even via its init script).
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO ${SUDO:+-E} apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+}
+
+# Make sure the system Postfix is neither running nor enabled: we never want port 25.
+disable_system_postfix() {
+    pkg_installed postfix || return 0
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now postfix.service >/dev/null 2>&1 || true
+    else
+        if [ -x /etc/init.d/postfix ]; then
+            $SUDO /etc/init.d/postfix stop >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            $SUDO update-rc.d postfix disable >/dev/null 2>&1 || true
+        fi
+    fi
+    # Belt and braces: if a default-config master is still up, stop it.
+    if [ -f /etc/postfix/main.cf ] && /usr/sbin/postfix status >/dev/null 2>&1; then
+        $SUDO /usr/sbin/postfix stop >/dev/null 2>&1 || true
+    fi
+}
+
+# True if anything is listening on TCP port 25 (reads /proc, no extra tools needed).
+port25_listening() {
+    # local_address is HEX_IP:HEX_PORT, st 0A = LISTEN; port 25 = 0x0019.
+    awk 'NR > 1 && $4 == "0A" && $2 ~ /:0019$/ { found = 1 } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+setup_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        log "creating Python venv at .venv"
+        python3 -m venv .venv
+    fi
+    if [ "${#PIP_PACKAGES[@]}" -gt 0 ]; then
+        # pip is a no-op (no download) when the requirements are already satisfied.
+        .venv/bin/python -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+    fi
+}
+
+check_tools() {
+    # smtp-source/smtp-sink/postfix live in /usr/sbin, which a non-login shell may lack.
+    case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin:/sbin" ;; esac
+    local t
+    for t in swaks smtp-source smtp-sink postfix postconf sqlite3 openssl dig pgrep; do
+        command -v "$t" >/dev/null 2>&1 \
+            || die "'$t' not found on PATH ($PATH) after install; check the apt output above"
+    done
+}
+
+install_apt
+disable_system_postfix
+check_tools
+if port25_listening; then
+    die "something is listening on TCP port 25; the system MTA must not run (see 'ss -ltnp')"
+fi
+setup_venv
+log "ok"
