@@ -9,10 +9,14 @@ cd "$ROOT"
 # Debian packages. postfix is only used for its smtp-sink/smtp-source tools and
 # for throwaway private instances in benches/; the system instance stays off.
 # libnet-ssleay-perl: swaks needs it for --tls/--tls-on-connect (only a Recommends).
-APT_PACKAGES=(swaks libnet-ssleay-perl postfix dnsutils sqlite3 openssl procps)
+# clamav-daemon: the tests run its clamd in the foreground with their own config and
+# signature database; the package's services stay off. zip: the scanning tests zip EICAR.
+# nsd: an independent authoritative DNS server that loads `domain records` zones.
+APT_PACKAGES=(swaks libnet-ssleay-perl postfix dnsutils sqlite3 openssl procps clamav-daemon zip nsd)
 
-# Python packages for the venv at .venv. Later issues add e.g. moto[server], boto3, dkimpy.
-PIP_PACKAGES=()
+# Python packages for the venv at .venv: dkimpy (with pynacl for Ed25519) is
+# the independent DKIM verifier, dnspython its resolver.
+PIP_PACKAGES=(dkimpy dnspython pynacl)
 
 log() { echo "install-deps: $*" >&2; }
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }
@@ -68,6 +72,41 @@ disable_system_postfix() {
     fi
 }
 
+# The tests start their own clamd; the system one (and freshclam, which would try to
+# download signatures) must neither run nor start at boot.
+disable_system_clamav() {
+    pkg_installed clamav-daemon || return 0
+    local unit
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        for unit in clamav-daemon.socket clamav-daemon.service clamav-freshclam.service; do
+            $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        done
+    else
+        for unit in clamav-daemon clamav-freshclam; do
+            if [ -x "/etc/init.d/$unit" ]; then
+                $SUDO "/etc/init.d/$unit" stop >/dev/null 2>&1 || true
+            fi
+            if command -v update-rc.d >/dev/null 2>&1; then
+                $SUDO update-rc.d "$unit" disable >/dev/null 2>&1 || true
+            fi
+        done
+    fi
+}
+
+# The tests start nsd on their own port with their own zones; the system
+# instance (port 53) must neither run nor start at boot.
+disable_system_nsd() {
+    pkg_installed nsd || return 0
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now nsd.service >/dev/null 2>&1 || true
+    else
+        [ -x /etc/init.d/nsd ] && { $SUDO /etc/init.d/nsd stop >/dev/null 2>&1 || true; }
+        if command -v update-rc.d >/dev/null 2>&1; then
+            $SUDO update-rc.d nsd disable >/dev/null 2>&1 || true
+        fi
+    fi
+}
+
 # True if anything is listening on TCP port 25 (reads /proc, no extra tools needed).
 port25_listening() {
     # local_address is HEX_IP:HEX_PORT, st 0A = LISTEN; port 25 = 0x0019.
@@ -90,7 +129,7 @@ check_tools() {
     # smtp-source/smtp-sink/postfix live in /usr/sbin, which a non-login shell may lack.
     case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin:/sbin" ;; esac
     local t
-    for t in swaks smtp-source smtp-sink postfix postconf sqlite3 openssl dig pgrep; do
+    for t in swaks smtp-source smtp-sink postfix postconf sqlite3 openssl dig pgrep clamd zip nsd nsd-checkzone; do
         command -v "$t" >/dev/null 2>&1 \
             || die "'$t' not found on PATH ($PATH) after install; check the apt output above"
     done
@@ -98,6 +137,8 @@ check_tools() {
 
 install_apt
 disable_system_postfix
+disable_system_clamav
+disable_system_nsd
 check_tools
 if port25_listening; then
     die "something is listening on TCP port 25; the system MTA must not run (see 'ss -ltnp')"

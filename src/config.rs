@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +26,12 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub scan: ScanConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
+    pub dns_server: DnsServerConfig,
     pub dev: Option<DevConfig>,
 }
 
@@ -155,6 +161,150 @@ impl Default for AuthConfig {
     }
 }
 
+/// What to do with a message that could not be scanned completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScanFailurePolicy {
+    /// `451 4.7.0`: nothing is queued, the client retries later.
+    Tempfail,
+    /// Queue it, tagged `X-Sesame-Virus-Verdict: PROCESSING_FAILED (...)`.
+    AcceptAndTag,
+    /// A permanent 5xx.
+    Reject,
+}
+
+/// What to do with a message in which clamd found malware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfectedAction {
+    /// Replace each infected part by a text/plain notice; deliver the rest.
+    Strip,
+    /// `554 5.7.1 Message rejected: virus detected (<signature>)`.
+    Reject,
+}
+
+impl InfectedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfectedAction::Strip => "strip",
+            InfectedAction::Reject => "reject",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InfectedAction> {
+        match s {
+            "strip" => Some(InfectedAction::Strip),
+            "reject" => Some(InfectedAction::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// Where clamd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddress {
+    /// `host:port`
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl ClamdAddress {
+    /// `tcp://host:port` or `unix:///path/to/clamd.ctl`.
+    pub fn parse(s: &str) -> Option<ClamdAddress> {
+        if let Some(hostport) = s.strip_prefix("tcp://") {
+            let (host, port) = hostport.rsplit_once(':')?;
+            (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+                .then(|| ClamdAddress::Tcp(hostport.to_string()))
+        } else {
+            let path = s.strip_prefix("unix://")?;
+            path.starts_with('/')
+                .then(|| ClamdAddress::Unix(PathBuf::from(path)))
+        }
+    }
+}
+
+/// Attachment scanning with clamd (`[scan]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    pub enabled: bool,
+    /// `tcp://host:port` or `unix:///path`.
+    pub clamd: String,
+    /// For all the parts of one message together.
+    pub timeout_secs: u64,
+    /// Decoded bytes per part. clamd cannot be asked for its StreamMaxLength,
+    /// so this must be configured no larger than it.
+    pub max_part_bytes: usize,
+    /// Concurrent clamd connections (and idle ones kept for reuse).
+    pub connections: usize,
+    pub oversize: ScanFailurePolicy,
+    pub on_scanner_error: ScanFailurePolicy,
+    /// Default for tenants without their own `--on-infected`.
+    pub on_infected: InfectedAction,
+    pub notify_email: Option<String>,
+    pub notify_webhook: Option<String>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            // Off unless configured: a gateway without a reachable clamd
+            // would otherwise answer 451 to everything. `serve` warns.
+            enabled: false,
+            clamd: "tcp://127.0.0.1:3310".into(),
+            timeout_secs: 30,
+            // Debian's clamd.conf ships StreamMaxLength 25M.
+            max_part_bytes: 25 * 1024 * 1024,
+            connections: 8,
+            // An oversize part will be oversize on every retry: say so now.
+            oversize: ScanFailurePolicy::Reject,
+            // clamd down is temporary: the client keeps the message and
+            // retries, nothing is lost and nothing passes unscanned.
+            on_scanner_error: ScanFailurePolicy::Tempfail,
+            on_infected: InfectedAction::Strip,
+            notify_email: None,
+            notify_webhook: None,
+        }
+    }
+}
+
+impl ScanConfig {
+    pub fn address(&self) -> anyhow::Result<ClamdAddress> {
+        ClamdAddress::parse(&self.clamd).with_context(|| {
+            format!(
+                "config: scan.clamd '{}' must be tcp://host:port or unix:///absolute/path",
+                self.clamd
+            )
+        })
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.address()?;
+        for (key, value) in [
+            ("scan.timeout_secs", self.timeout_secs as usize),
+            ("scan.max_part_bytes", self.max_part_bytes),
+            ("scan.connections", self.connections),
+        ] {
+            if value == 0 {
+                bail!("config: {key} must be at least 1");
+            }
+        }
+        if let Some(email) = &self.notify_email
+            && crate::types::EmailAddress::parse(email).is_none()
+        {
+            bail!("config: scan.notify_email '{email}' is not an email address");
+        }
+        if let Some(url) = &self.notify_webhook {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                bail!("config: scan.notify_webhook '{url}' must be an http:// or https:// URL");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The offline developer set-up. Never meant for a public listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +317,77 @@ pub struct DevConfig {
     /// loopback.
     pub username: String,
     pub password: String,
+}
+
+/// What sesame publishes for its domains and how it checks them (`[dns]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Resolvers used to verify records, as `ip:port`; empty means the
+    /// system's resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Where the domains' MX records (and MAIL FROM MX) point. Defaults to
+    /// `hostname`.
+    pub public_hostname: Option<String>,
+    /// The gateway's sending addresses, for the SPF records.
+    pub sending_ips: Vec<String>,
+    /// Extra `include:` mechanisms for the SPF records.
+    pub spf_includes: Vec<String>,
+    /// DMARC policy published for new domains: none, quarantine or reject.
+    pub dmarc_policy: String,
+    /// Optional `rua=` address for aggregate reports.
+    pub dmarc_rua: Option<String>,
+    /// NS names in the zones sesame serves. Defaults to `public_hostname`.
+    pub zone_nameservers: Vec<String>,
+    /// PENDING (and TEMPORARY_FAILURE) turn FAILED after this long.
+    pub pending_window_secs: i64,
+    /// How often `serve` re-checks every domain.
+    pub recheck_interval_secs: u64,
+    /// How long a replaced DKIM key stays published after rotation.
+    pub rotation_grace_secs: i64,
+    /// The MAIL FROM domain used when a domain's own (`mail.<domain>`) is
+    /// not verified and its behaviour is USE_DEFAULT_VALUE. Defaults to
+    /// `hostname`.
+    pub default_mail_from_domain: Option<String>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            public_hostname: None,
+            sending_ips: Vec::new(),
+            spf_includes: Vec::new(),
+            dmarc_policy: "quarantine".into(),
+            dmarc_rua: None,
+            zone_nameservers: Vec::new(),
+            pending_window_secs: 72 * 3600,
+            recheck_interval_secs: 3600,
+            rotation_grace_secs: 48 * 3600,
+            default_mail_from_domain: None,
+        }
+    }
+}
+
+/// The embedded authoritative DNS server (`[dns_server]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsServerConfig {
+    pub enabled: bool,
+    /// UDP and TCP on the same address.
+    pub bind: String,
+    /// How often zones are rebuilt when domains or keys changed.
+    pub refresh_ms: u64,
+}
+
+impl Default for DnsServerConfig {
+    fn default() -> Self {
+        DnsServerConfig {
+            enabled: false,
+            bind: "127.0.0.1:2053".into(),
+            refresh_ms: 1000,
+        }
+    }
 }
 
 fn default_hostname() -> String {
@@ -192,6 +413,20 @@ impl Config {
         let config: Config =
             toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
         Ok(config)
+    }
+
+    pub fn public_hostname(&self) -> &str {
+        self.dns
+            .public_hostname
+            .as_deref()
+            .unwrap_or(&self.hostname)
+    }
+
+    pub fn default_mail_from_domain(&self) -> &str {
+        self.dns
+            .default_mail_from_domain
+            .as_deref()
+            .unwrap_or(&self.hostname)
     }
 
     /// The dev section, when it is switched on.
@@ -250,6 +485,7 @@ impl Config {
         if limits.max_command_line < 512 {
             bail!("config: limits.max_command_line must be at least 512 (RFC 5321 4.5.3.1.4)");
         }
+        self.validate_dns()?;
         if let Some(dev) = self.dev() {
             if let Some(l) = self
                 .listeners
@@ -268,6 +504,54 @@ impl Config {
             if crate::types::normalize_domain(&dev.domain).is_none() {
                 bail!("config: dev.domain '{}' is not a domain name", dev.domain);
             }
+        }
+        self.scan.validate()?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_dns(&self) -> anyhow::Result<()> {
+        let dns = &self.dns;
+        for ns in &dns.nameservers {
+            ns.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("config: dns.nameservers entry '{ns}' is not an ip:port")
+            })?;
+        }
+        for ip in &dns.sending_ips {
+            ip.parse::<std::net::IpAddr>().map_err(|_| {
+                anyhow::anyhow!("config: dns.sending_ips entry '{ip}' is not an IP address")
+            })?;
+        }
+        if !["none", "quarantine", "reject"].contains(&dns.dmarc_policy.as_str()) {
+            bail!("config: dns.dmarc_policy must be none, quarantine or reject");
+        }
+        for (key, name) in [
+            ("dns.public_hostname", Some(self.public_hostname())),
+            (
+                "dns.default_mail_from_domain",
+                Some(self.default_mail_from_domain()),
+            ),
+        ] {
+            if name.and_then(crate::types::normalize_domain).is_none() {
+                bail!("config: {key} must be a host name");
+            }
+        }
+        if dns.pending_window_secs < 0 || dns.rotation_grace_secs < 0 {
+            bail!(
+                "config: dns.pending_window_secs and dns.rotation_grace_secs must not be negative"
+            );
+        }
+        if dns.recheck_interval_secs == 0 {
+            bail!("config: dns.recheck_interval_secs must be at least 1");
+        }
+        if self.dns_server.enabled {
+            self.dns_server.bind.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "config: dns_server.bind '{}' is not an ip:port",
+                    self.dns_server.bind
+                )
+            })?;
         }
         Ok(())
     }
@@ -322,5 +606,47 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("dev.enabled"), "{err}");
+    }
+
+    #[test]
+    fn scan_keys_are_checked_by_name() {
+        for (text, key) in [
+            ("[scan]\nclamd = \"127.0.0.1:3310\"\n", "scan.clamd"),
+            (
+                "[scan]\nclamd = \"unix://relative/clamd.ctl\"\n",
+                "scan.clamd",
+            ),
+            ("[scan]\ntimeout_secs = 0\n", "scan.timeout_secs"),
+            ("[scan]\nconnections = 0\n", "scan.connections"),
+            ("[scan]\nnotify_email = \"nobody\"\n", "scan.notify_email"),
+            (
+                "[scan]\nnotify_webhook = \"ftp://x.test/\"\n",
+                "scan.notify_webhook",
+            ),
+            ("[scan]\noversize = \"drop\"\n", "oversize"),
+            ("[scan]\nenabeld = true\n", "enabeld"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+        let config = parse(
+            "[scan]\nclamd = \"unix:///run/clamav/clamd.ctl\"\non_scanner_error = \"accept-and-tag\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.scan.address().unwrap(),
+            ClamdAddress::Unix("/run/clamav/clamd.ctl".into())
+        );
+        assert_eq!(
+            config.scan.on_scanner_error,
+            ScanFailurePolicy::AcceptAndTag
+        );
+        let defaults = parse("").unwrap().scan;
+        assert!(!defaults.enabled);
+        assert_eq!(defaults.on_scanner_error, ScanFailurePolicy::Tempfail);
+        assert_eq!(
+            defaults.address().unwrap(),
+            ClamdAddress::Tcp("127.0.0.1:3310".into())
+        );
     }
 }

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use sesame::config::Config;
+mod cli;
+
+use sesame::config::{Config, InfectedAction};
 use sesame::control::{Control, IdentityStatus};
 
 #[derive(Parser)]
@@ -44,6 +46,18 @@ enum Command {
     /// Inspect the queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Manage domains: DKIM keys, DNS records, verification, MAIL FROM.
+    #[command(subcommand)]
+    Domain(cli::domain::DomainCommand),
+    /// Inspect the event log (SES-shaped notifications).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Health of what the gateway depends on (clamd); exits 1 when scanning
+    /// is enabled and clamd is unreachable.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +78,23 @@ enum TenantCommand {
         /// Go back into the sandbox.
         #[arg(long)]
         sandbox: bool,
+        /// Strip infected attachments or reject the message (`default`:
+        /// follow scan.on_infected).
+        #[arg(long, value_parser = ["strip", "reject", "default"])]
+        on_infected: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List a tenant's events, oldest first.
+    List {
+        tenant: String,
+        /// Only the events of this message id.
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -98,6 +129,8 @@ enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a queued message as stored (raw RFC 5322).
+    Show { message_id: String },
 }
 
 fn main() -> ExitCode {
@@ -106,7 +139,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
         )
         .init();
     match run(cli) {
@@ -153,18 +187,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             production,
             sandbox,
+            on_infected,
         }) => {
             anyhow::ensure!(
-                production || sandbox,
-                "nothing to set: pass --production or --sandbox"
+                production || sandbox || on_infected.is_some(),
+                "nothing to set: pass --production, --sandbox or --on-infected"
             );
-            print_json(&control.set_sandbox(&name, sandbox)?)
+            let mut tenant = control.require_tenant(&name)?;
+            if production || sandbox {
+                tenant = control.set_sandbox(&name, sandbox)?;
+            }
+            if let Some(action) = on_infected {
+                tenant = control.set_on_infected(&name, InfectedAction::parse(&action))?;
+            }
+            print_json(&tenant)
         }
         Command::Identity(IdentityCommand::Add {
             tenant,
             identity,
             verified,
         }) => {
+            if !identity.contains('@') {
+                // A domain identity always comes with DKIM keys.
+                sesame::domains::add(&control, &tenant, &identity, "rsa2048", verified)?;
+                let name = control.require_domain(&identity)?.domain;
+                let added = control
+                    .identities(&tenant)?
+                    .into_iter()
+                    .find(|i| i.identity == name);
+                return print_json(&added);
+            }
             let status = if verified {
                 IdentityStatus::Success
             } else {
@@ -186,6 +238,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(CredentialCommand::Create { tenant }) => {
             print_json(&control.create_credential(&tenant, &config.region)?)
         }
+        Command::Domain(command) => cli::domain::run(command, &config, &control),
+        Command::Queue(QueueCommand::Show { message_id }) => {
+            let body = sesame::queue::body(&config.data_dir, &message_id)?
+                .ok_or_else(|| anyhow::anyhow!("no queued message '{message_id}'"))?;
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+            Ok(())
+        }
         Command::Queue(QueueCommand::List { json }) => {
             let entries = sesame::queue::list(&config.data_dir)?;
             if json {
@@ -200,6 +260,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     e.recipients.join(",")
                 );
             }
+            Ok(())
+        }
+        Command::Events(EventsCommand::List {
+            tenant,
+            message,
+            json,
+        }) => {
+            control.require_tenant(&tenant)?;
+            let events = control.events(&tenant, message.as_deref())?;
+            if json {
+                return print_json(&events);
+            }
+            for e in events {
+                println!("{}\t{}\t{}", e.created_at, e.event_type, e.message_id);
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let status = runtime.block_on(sesame::scan::status(&config.scan))?;
+            if json {
+                print_json(&status)?;
+            } else {
+                println!("{status}");
+            }
+            anyhow::ensure!(
+                !status.is_degraded(),
+                "scanning is enabled but clamd at {} is unreachable",
+                status.clamd.address
+            );
             Ok(())
         }
     }

@@ -7,17 +7,23 @@ use std::sync::Arc;
 use crate::auth::{AuthOutcome, Authenticator};
 use crate::checks;
 use crate::config::ListenerKind;
-use crate::control::Control;
+use crate::control::{Control, Domain};
+use crate::domains;
 use crate::proto::headers::HeaderBlock;
 use crate::proto::{Reply, texts};
 use crate::queue::{Direction, NewEntry, Queue};
+use crate::scan::{ScanContext, Scanner};
 use crate::session::{Backend, SessionInfo, Transaction};
+use crate::signing::Signer;
 use crate::types::{EmailAddress, MessageId, unix_now};
 
 pub struct Gateway {
     pub control: Arc<Control>,
     pub auth: Authenticator,
     pub queue: Queue,
+    pub scanner: Scanner,
+    pub signer: Signer,
+    pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
 }
@@ -69,8 +75,8 @@ impl Backend for Gateway {
     async fn message(&self, session: &SessionInfo, transaction: Transaction) -> Reply {
         let id = MessageId::generate();
         let prepared = match session.listener {
-            ListenerKind::Mx => self.prepare_inbound(session, &id, transaction),
-            _ => self.prepare_outbound(session, &id, transaction),
+            ListenerKind::Mx => self.prepare_inbound(session, &id, transaction).await,
+            _ => self.prepare_outbound(session, &id, transaction).await,
         };
         let entries = match prepared {
             Ok(entries) => entries,
@@ -123,7 +129,7 @@ impl Gateway {
         })
     }
 
-    fn prepare_outbound(
+    async fn prepare_outbound(
         &self,
         session: &SessionInfo,
         id: &MessageId,
@@ -140,25 +146,55 @@ impl Gateway {
             &tx.recipients,
             &headers,
         )?;
+        // Scanned before stamping (and signing): what is signed is what is sent.
+        let ctx = ScanContext::outbound(
+            id,
+            &tenant,
+            &tx.mail_from,
+            &tx.recipients,
+            session.peer.ip(),
+        );
+        let scanned = self.scanner.screen(&ctx, tx.body).await?;
+        let headers = HeaderBlock::parse(&scanned);
         // SES sets its own Message-ID and Date on everything it sends.
         let stamp = [
             self.received_header(session, id, &tx.recipients),
             format!("Message-ID: <{id}@{}>\r\n", self.hostname),
             format!("Date: {}\r\n", rfc822_now()),
         ];
-        let body = headers.rewrite(&["Message-ID", "Date"], &stamp);
+        let stamped = headers.rewrite(&["Message-ID", "Date"], &stamp);
+        // The domain that covers the From address signs (d= aligned with
+        // From) and gives the MAIL FROM domain (SPF aligned with From).
+        let domain = checks::first_from(&headers)
+            .and_then(|from| domains::domain_for(&self.control, &tenant, &from));
+        let mail_from =
+            domains::envelope_sender(&self.default_mail_from_domain, domain.as_ref(), id)?;
+        let body = match &domain {
+            Some(domain) => self.sign(domain, stamped)?,
+            None => stamped,
+        };
         Ok(vec![NewEntry {
             message_id: id.clone(),
             tenant,
             direction: Direction::Outbound,
-            mail_from: tx.mail_from,
+            mail_from,
+            source: tx.mail_from,
             recipients: tx.recipients,
             body,
         }])
     }
 
+    /// Prepends the DKIM signatures; signed exactly once, before queueing.
+    fn sign(&self, domain: &Domain, message: Vec<u8>) -> Result<Vec<u8>, Reply> {
+        let signatures = self.signer.sign(domain, &message).map_err(|e| {
+            tracing::error!(domain = %domain.domain, error = %format!("{e:#}"), "DKIM signing failed");
+            texts::temporary_failure()
+        })?;
+        Ok([signatures.as_bytes(), &message].concat())
+    }
+
     /// One queue entry per receiving tenant, so tenants never share state.
-    fn prepare_inbound(
+    async fn prepare_inbound(
         &self,
         session: &SessionInfo,
         id: &MessageId,
@@ -175,6 +211,9 @@ impl Gateway {
                 .ok_or_else(texts::relaying_denied)?;
             by_tenant.entry(tenant).or_default().push(rcpt.clone());
         }
+        let ctx = ScanContext::inbound(id, &by_tenant, &tx.mail_from, session.peer.ip());
+        let scanned = self.scanner.screen(&ctx, tx.body).await?;
+        let headers = HeaderBlock::parse(&scanned);
         let mut stamp = vec![self.received_header(session, id, &tx.recipients)];
         if headers.count("Message-ID") == 0 {
             stamp.push(format!("Message-ID: <{id}@{}>\r\n", self.hostname));
@@ -187,6 +226,7 @@ impl Gateway {
                 tenant,
                 direction: Direction::Inbound,
                 mail_from: tx.mail_from.clone(),
+                source: tx.mail_from.clone(),
                 recipients,
                 body: body.clone(),
             })

@@ -20,13 +20,16 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::queue::Queue;
 use crate::session::{ListenerContext, Policy};
+use crate::signing::Signer;
 use crate::tls::TlsAcceptorHandle;
+use crate::{dns, domains};
 
 pub use dev::provision as provision_dev;
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    let config = Arc::new(config);
     let control = Arc::new(Control::open(&config.data_dir)?);
     if let Some(dev) = config.dev() {
         dev::provision(&control, dev)?;
@@ -44,10 +47,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         quarantined = report.quarantined.len(),
         "queue recovered"
     );
+    let scanner = crate::scan::Scanner::start(&config, control.clone(), queue.clone()).await?;
     let gateway = Arc::new(gateway::Gateway {
         auth: Authenticator::new(control.clone(), config.auth.clone(), config.dev().is_some()),
-        control,
+        control: control.clone(),
         queue,
+        scanner,
+        signer: Signer::new(control.clone())?,
+        default_mail_from_domain: config.default_mail_from_domain().to_string(),
         hostname: config.hostname.clone(),
         region: config.region.clone(),
     });
@@ -69,9 +76,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(listener = %l.name, kind = l.kind.as_str(), addr = %socket.local_addr()?, "listening");
         bound.push((socket, context));
     }
-    announce_ready(&bound)?;
-
+    // Installed before anyone is told we are ready, so that a SIGTERM sent
+    // right after the ready line is a graceful stop, not the default kill.
+    let signals = Signals::install()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut extra = Vec::new();
+    let mut background = tokio::task::JoinSet::new();
+    if config.dns_server.enabled {
+        let (addr, task) =
+            dns::server::start(config.clone(), control.clone(), stop_rx.clone()).await?;
+        tracing::info!(%addr, "authoritative DNS listening (UDP and TCP)");
+        extra.push(("dns".to_string(), addr.to_string()));
+        background.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    background.spawn(domains::recheck_loop(
+        control.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
+    announce_ready(&bound, extra)?;
+
     let limits = listener::ConnectionLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
@@ -90,10 +116,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     drop(gateway);
 
-    wait_for_shutdown(&tls).await?;
+    signals.wait_for_shutdown(&tls).await;
     tracing::info!("shutting down: finishing transactions in flight");
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
+    while background.join_next().await.is_some() {}
     // Every Queue handle is gone with the sessions: the writer finishes its
     // last commit and stops.
     tokio::task::spawn_blocking(move || writer.join()).await?;
@@ -103,30 +130,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// One line on stdout with every bound address, for scripts and tests
 /// (listeners may bind port 0).
-fn announce_ready(bound: &[(TcpListener, Arc<ListenerContext>)]) -> anyhow::Result<()> {
-    let addrs: BTreeMap<String, String> = bound
+fn announce_ready(
+    bound: &[(TcpListener, Arc<ListenerContext>)],
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut addrs: BTreeMap<String, String> = bound
         .iter()
         .map(|(s, c)| Ok((c.name.clone(), s.local_addr()?.to_string())))
         .collect::<std::io::Result<_>>()?;
+    addrs.extend(extra);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "ready {}", serde_json::to_string(&addrs)?)?;
     stdout.flush()?;
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate.
-async fn wait_for_shutdown(tls: &TlsAcceptorHandle) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the old certificate"),
-            },
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate.
+    async fn wait_for_shutdown(mut self, tls: &TlsAcceptorHandle) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the old certificate"),
+                },
+            }
         }
     }
 }

@@ -80,6 +80,15 @@ pub fn authorize_submission(
     }
 }
 
+/// The first address of the From header.
+pub fn first_from(headers: &HeaderBlock<'_>) -> Option<EmailAddress> {
+    let parsed = MessageParser::new().parse_headers(headers.raw())?;
+    parsed
+        .from()?
+        .iter()
+        .find_map(|a| a.address.as_deref().and_then(EmailAddress::parse))
+}
+
 fn is_covered(verified: &[Identity], addr: &str) -> bool {
     EmailAddress::parse(addr).is_some_and(|a| verified.iter().any(|id| id.covers(&a)))
 }

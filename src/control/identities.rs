@@ -24,7 +24,7 @@ pub enum IdentityStatus {
 }
 
 impl IdentityStatus {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             IdentityStatus::Pending => "PENDING",
             IdentityStatus::Success => "SUCCESS",
@@ -34,7 +34,15 @@ impl IdentityStatus {
         }
     }
 
-    fn parse(s: &str) -> IdentityStatus {
+    /// Verified, or verified with a temporary DNS problem.
+    pub fn is_verified(self) -> bool {
+        matches!(
+            self,
+            IdentityStatus::Success | IdentityStatus::TemporaryFailure
+        )
+    }
+
+    pub fn parse(s: &str) -> IdentityStatus {
         match s {
             "SUCCESS" => IdentityStatus::Success,
             "FAILED" => IdentityStatus::Failed,
@@ -149,7 +157,8 @@ impl Control {
 
     pub fn verified_identities(&self, tenant: &str) -> anyhow::Result<Vec<Identity>> {
         let mut all = self.identities(tenant)?;
-        all.retain(|i| i.status == IdentityStatus::Success);
+        // A DNS hiccup on a verified identity must not stop its mail.
+        all.retain(|i| i.status.is_verified());
         Ok(all)
     }
 
@@ -160,7 +169,7 @@ impl Control {
             .db()
             .query_row(
                 "SELECT tenant FROM identities
-                 WHERE kind = 'domain' AND status = 'SUCCESS'
+                 WHERE kind = 'domain' AND status IN ('SUCCESS', 'TEMPORARY_FAILURE')
                    AND (identity = ?1 OR substr(?1, -length(identity) - 1) = '.' || identity)
                  ORDER BY length(identity) DESC LIMIT 1",
                 [domain],

@@ -3,6 +3,8 @@
 //! operator makes survives a crash.
 
 mod credentials;
+mod domains;
+mod events;
 mod identities;
 pub mod seal;
 mod tenants;
@@ -14,6 +16,10 @@ use anyhow::Context;
 use rusqlite::Connection;
 
 pub use credentials::{NewCredential, StoredCredential, ses_smtp_password};
+pub use domains::{
+    DkimKey, Domain, KeyState, KeyType, MailFromBehavior, NewKey, StatusUpdate, Tracked,
+};
+pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
 pub use tenants::Tenant;
 
@@ -25,6 +31,25 @@ pub fn open_sqlite(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
+}
+
+/// Adds a column that a newer sesame needs to a table an older one made.
+pub fn ensure_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> anyhow::Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !present {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+            .with_context(|| format!("adding {table}.{column}"))?;
+    }
+    Ok(())
 }
 
 const SCHEMA: &str = "
@@ -66,6 +91,11 @@ impl Control {
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let conn = open_sqlite(&data_dir.join("control.db"))?;
         conn.execute_batch(SCHEMA).context("control.db schema")?;
+        tenants::migrate(&conn)?;
+        conn.execute_batch(domains::SCHEMA)
+            .context("control.db domains schema")?;
+        conn.execute_batch(events::SCHEMA)
+            .context("control.db events schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

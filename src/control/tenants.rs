@@ -3,6 +3,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::Control;
+use crate::config::InfectedAction;
 use crate::types::unix_now;
 
 #[derive(Debug, Clone, Serialize)]
@@ -11,6 +12,33 @@ pub struct Tenant {
     /// New tenants start in the SES sandbox: verified recipients only.
     pub sandbox: bool,
     pub delivery: String,
+    /// Overrides `scan.on_infected`; absent means the configured default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_infected: Option<InfectedAction>,
+}
+
+/// Adds the columns that later versions introduced to an older control.db.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
+    let has_on_infected: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('tenants') WHERE name = 'on_infected'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_on_infected {
+        conn.execute("ALTER TABLE tenants ADD COLUMN on_infected TEXT", [])
+            .context("adding tenants.on_infected")?;
+    }
+    Ok(())
+}
+
+fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    let on_infected: Option<String> = r.get(3)?;
+    Ok(Tenant {
+        name: r.get(0)?,
+        sandbox: r.get(1)?,
+        delivery: r.get(2)?,
+        on_infected: on_infected.as_deref().and_then(InfectedAction::parse),
+    })
 }
 
 /// Tenant names become directory names (`data/tenants/<name>`), so they are
@@ -52,15 +80,9 @@ impl Control {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, sandbox, delivery FROM tenants WHERE name = ?1",
+                "SELECT name, sandbox, delivery, on_infected FROM tenants WHERE name = ?1",
                 [name],
-                |r| {
-                    Ok(Tenant {
-                        name: r.get(0)?,
-                        sandbox: r.get(1)?,
-                        delivery: r.get(2)?,
-                    })
-                },
+                tenant_row,
             )
             .optional()?)
     }
@@ -72,14 +94,9 @@ impl Control {
 
     pub fn tenants(&self) -> anyhow::Result<Vec<Tenant>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT name, sandbox, delivery FROM tenants ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Tenant {
-                name: r.get(0)?,
-                sandbox: r.get(1)?,
-                delivery: r.get(2)?,
-            })
-        })?;
+        let mut stmt =
+            db.prepare("SELECT name, sandbox, delivery, on_infected FROM tenants ORDER BY name")?;
+        let rows = stmt.query_map([], tenant_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -90,5 +107,51 @@ impl Control {
             params![name, sandbox],
         )?;
         self.require_tenant(name)
+    }
+
+    /// `None` returns the tenant to the configured `scan.on_infected`.
+    pub fn set_on_infected(
+        &self,
+        name: &str,
+        action: Option<InfectedAction>,
+    ) -> anyhow::Result<Tenant> {
+        self.require_tenant(name)?;
+        self.db().execute(
+            "UPDATE tenants SET on_infected = ?2 WHERE name = ?1",
+            params![name, action.map(InfectedAction::as_str)],
+        )?;
+        self.require_tenant(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control.db from before per-tenant scanning policies gains the
+    /// column, keeps its tenants, and is not migrated twice.
+    #[test]
+    fn an_old_tenants_table_gains_on_infected() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::control::open_sqlite(&dir.path().join("control.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tenants(name TEXT PRIMARY KEY, sandbox INTEGER NOT NULL,
+                delivery TEXT NOT NULL, created_at INTEGER NOT NULL);
+             INSERT INTO tenants VALUES ('old', 1, 'capture', 0);",
+        )
+        .unwrap();
+        drop(conn);
+        let control = Control::open(dir.path()).unwrap();
+        assert_eq!(control.require_tenant("old").unwrap().on_infected, None);
+        control
+            .set_on_infected("old", Some(InfectedAction::Reject))
+            .unwrap();
+        drop(control);
+        let control = Control::open(dir.path()).unwrap();
+        let old = control.require_tenant("old").unwrap();
+        assert_eq!(old.on_infected, Some(InfectedAction::Reject));
+        assert!(old.sandbox);
+        let reset = control.set_on_infected("old", None).unwrap();
+        assert_eq!(reset.on_infected, None);
     }
 }

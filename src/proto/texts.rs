@@ -108,6 +108,14 @@ pub fn not_verified(region: &str, identities: &[String]) -> Reply {
     )
 }
 
+pub fn mail_from_not_verified() -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        "MAIL FROM domain not verified: DNS setup for MAIL FROM domain is invalid.",
+    )
+}
+
 pub fn too_many_recipients(limit: usize) -> Reply {
     Reply::new(
         554,
@@ -210,4 +218,37 @@ pub fn temporary_failure() -> Reply {
 
 pub fn shutting_down() -> Reply {
     Reply::new(421, "4.3.2", "Service shutting down")
+}
+
+/// Attachment scanning found malware and the tenant rejects such mail.
+pub fn virus_detected(signatures: &str) -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        format!("Message rejected: virus detected ({signatures})"),
+    )
+}
+
+/// clamd down or slow under `on_scanner_error = "tempfail"` (and oversize
+/// parts under `oversize = "tempfail"`): the client keeps the message.
+pub fn scan_temporary_failure() -> Reply {
+    Reply::new(451, "4.7.0", "Temporary service failure")
+}
+
+pub fn could_not_scan() -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        "Message rejected: attachments could not be scanned for viruses",
+    )
+}
+
+pub fn too_large_to_scan(name: &str, size: usize) -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        format!(
+            "Message rejected: attachment \"{name}\" is too large to scan for viruses ({size} bytes)"
+        ),
+    )
 }

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS queue_entries(
     tenant TEXT NOT NULL,
     direction TEXT NOT NULL,
     mail_from TEXT NOT NULL,
+    source TEXT,
     size INTEGER NOT NULL,
     sha256 BLOB NOT NULL,
     body BLOB NOT NULL,
@@ -67,7 +68,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
@@ -81,7 +82,11 @@ pub struct NewEntry {
     pub message_id: MessageId,
     pub tenant: String,
     pub direction: Direction,
+    /// The envelope sender used on the wire (for outbound mail, the VERP
+    /// address on the MAIL FROM domain).
     pub mail_from: String,
+    /// The sender the client gave (SES's `Source`).
+    pub source: String,
     pub recipients: Vec<String>,
     pub body: Vec<u8>,
 }
@@ -92,7 +97,10 @@ pub struct QueuedEntry {
     pub message_id: String,
     pub tenant: String,
     pub direction: String,
+    /// The sender the client gave.
     pub from: String,
+    /// The envelope sender sesame uses when delivering.
+    pub envelope_from: String,
     pub recipients: Vec<String>,
     pub size: i64,
     pub received_at: i64,
@@ -121,6 +129,11 @@ impl QueueWriter {
     }
 }
 
+fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
+    conn.execute_batch(SCHEMA).context("queue.db schema")?;
+    crate::control::ensure_column(conn, "queue_entries", "source", "TEXT")
+}
+
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("queue.db")
 }
@@ -132,7 +145,7 @@ impl Queue {
         std::fs::create_dir_all(data_dir)?;
         let report = recover::recover(data_dir)?;
         let conn = open_sqlite(&path(data_dir))?;
-        conn.execute_batch(SCHEMA).context("queue.db schema")?;
+        migrate(&conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
@@ -155,10 +168,10 @@ impl Queue {
 /// Lists queued entries, oldest first (read-only; safe while `serve` runs).
 pub fn list(data_dir: &Path) -> anyhow::Result<Vec<QueuedEntry>> {
     let conn = open_sqlite(&path(data_dir))?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     let mut stmt = conn.prepare(
-        "SELECT e.seq, e.message_id, e.tenant, e.direction, e.mail_from, e.size, e.received_at,
-                json_group_array(r.recipient)
+        "SELECT e.seq, e.message_id, e.tenant, e.direction, coalesce(e.source, e.mail_from), e.size,
+                e.received_at, json_group_array(r.recipient), e.mail_from
          FROM queue_entries e JOIN queue_recipients r ON r.seq = e.seq
          GROUP BY e.seq ORDER BY e.seq",
     )?;
@@ -169,6 +182,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<QueuedEntry>> {
             tenant: r.get(2)?,
             direction: r.get(3)?,
             from: r.get(4)?,
+            envelope_from: r.get(8)?,
             size: r.get(5)?,
             received_at: r.get(6)?,
             recipients: serde_json::from_str(&recipients).unwrap_or_default(),
@@ -181,7 +195,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<QueuedEntry>> {
 pub fn body(data_dir: &Path, message_id: &str) -> anyhow::Result<Option<Vec<u8>>> {
     use rusqlite::OptionalExtension;
     let conn = open_sqlite(&path(data_dir))?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn
         .query_row(
             "SELECT body FROM queue_entries WHERE message_id = ?1 ORDER BY seq LIMIT 1",

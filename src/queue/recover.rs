@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 
-use super::{SCHEMA, path};
+use super::path;
 use crate::control::open_sqlite;
 use crate::types::unix_now;
 
@@ -54,7 +54,7 @@ fn open_checked(db_path: &Path) -> anyhow::Result<Connection> {
     if check != "ok" {
         anyhow::bail!("quick_check: {check}");
     }
-    conn.execute_batch(SCHEMA)?;
+    super::migrate(&conn)?;
     Ok(conn)
 }
 
@@ -139,6 +139,7 @@ mod tests {
             tenant: "t".into(),
             direction: Direction::Inbound,
             mail_from: "a@b.test".into(),
+            source: "a@b.test".into(),
             recipients: vec!["c@d.test".into()],
             body: body.to_vec(),
         }

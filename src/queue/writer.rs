@@ -58,14 +58,15 @@ fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow::Result<()
     let now = unix_now();
     let sha = Sha256::digest(&entry.body);
     tx.prepare_cached(
-        "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, size, sha256, body, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         entry.message_id.as_str(),
         entry.tenant,
         entry.direction.as_str(),
         entry.mail_from,
+        entry.source,
         entry.body.len() as i64,
         sha.as_slice(),
         entry.body,

@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -160,6 +161,8 @@ impl Options {
 pub struct LogBuf {
     text: Mutex<String>,
     cond: Condvar,
+    /// stderr readers still running (0: no server process can log more).
+    readers: AtomicUsize,
 }
 
 impl LogBuf {
@@ -169,16 +172,33 @@ impl LogBuf {
         t.push('\n');
         self.cond.notify_all();
     }
+    fn reader_started(&self) {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Called when a server's stderr reaches EOF (the process is gone).
+    fn reader_ended(&self) {
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        let _t = self.text.lock().unwrap();
+        self.cond.notify_all();
+    }
+    /// How many times `needle` occurs in the log so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text.lock().unwrap().matches(needle).count()
+    }
     pub fn snapshot(&self) -> String {
         self.text.lock().unwrap().clone()
     }
-    /// Wait until `pred(log)` holds (signal: each new stderr line).
+    /// Wait until `pred(log)` holds (signal: each new stderr line). Gives up
+    /// early, returning false, once no server process is left to log.
     pub fn wait_for(&self, pred: impl Fn(&str) -> bool) -> bool {
         let deadline = Instant::now() + PATIENCE;
         let mut t = self.text.lock().unwrap();
         loop {
             if pred(&t) {
                 return true;
+            }
+            if self.readers.load(Ordering::SeqCst) == 0 {
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -276,6 +296,7 @@ impl Sesame {
 
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
+        log.reader_started();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 match line {
@@ -283,6 +304,7 @@ impl Sesame {
                     Err(_) => break,
                 }
             }
+            log.reader_ended();
         });
 
         let stdout = child.stdout.take().unwrap();
@@ -351,6 +373,11 @@ impl Sesame {
     pub fn submissions(&self) -> SocketAddr {
         self.addr("submissions")
     }
+    /// The embedded authoritative DNS server (`"dns"` in the ready line,
+    /// present when `[dns_server] enabled = true`), UDP and TCP.
+    pub fn dns(&self) -> SocketAddr {
+        self.addr("dns")
+    }
     /// `127.0.0.1:PORT` for swaks `--server`.
     pub fn server_arg(&self, listener: &str) -> String {
         self.addr(listener).to_string()
@@ -384,6 +411,38 @@ impl Sesame {
                 );
             }
         }
+    }
+
+    /// Wait for the server to exit on its own (after a signal the test sent
+    /// with `send_signal`); panics if it is still running after `PATIENCE`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        match wait_with_deadline(&mut child, PATIENCE) {
+            Some(st) => st,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sesame did not exit\nstderr:\n{}", self.logs());
+            }
+        }
+    }
+
+    /// True while the server process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// `tls.cert` in the config the harness wrote.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("certs/dev.crt")
+    }
+
+    /// `tls.key` in the config the harness wrote.
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("certs/dev.key")
     }
 
     /// SIGKILL (Child::kill) and reap.
@@ -868,13 +927,31 @@ pub struct Smtp {
 impl Smtp {
     /// TCP connect; does not read the greeting.
     pub fn connect(addr: SocketAddr) -> Smtp {
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
-        tcp.set_write_timeout(Some(PATIENCE)).unwrap();
-        tcp.set_nodelay(true).unwrap();
-        Smtp {
+        Self::try_connect(addr).expect("connect")
+    }
+
+    /// TCP connect that may fail (e.g. refused); does not read the greeting.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Smtp> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(PATIENCE))?;
+        tcp.set_write_timeout(Some(PATIENCE))?;
+        tcp.set_nodelay(true)?;
+        Ok(Smtp {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
+        })
+    }
+
+    /// DER of the end-entity certificate the server presented in the TLS
+    /// handshake (None before TLS).
+    pub fn peer_cert_der(&self) -> Option<Vec<u8>> {
+        match &self.stream {
+            Stream::Tls(t) => t
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec()),
+            _ => None,
         }
     }
 

@@ -1,0 +1,118 @@
+//! A resolver that asks the configured nameservers (or the system's), and
+//! tells "no such record" apart from "DNS trouble": verification treats the
+//! first as missing records and the second as a temporary failure.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::{Resolver, TokioResolver};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<T> {
+    Found(T),
+    /// NXDOMAIN or no record of the type.
+    Missing,
+    /// Timeout, SERVFAIL, refused...: nothing can be concluded.
+    Error(String),
+}
+
+pub struct DnsResolver {
+    inner: TokioResolver,
+}
+
+impl DnsResolver {
+    /// `nameservers` as `ip:port`; empty uses /etc/resolv.conf.
+    pub fn new(nameservers: &[String]) -> anyhow::Result<DnsResolver> {
+        let mut builder = if nameservers.is_empty() {
+            Resolver::builder_tokio().context("reading the system DNS configuration")?
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|ns| {
+                    let addr: SocketAddr =
+                        ns.parse().with_context(|| format!("nameserver '{ns}'"))?;
+                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                        .into_iter()
+                        .map(|mut c| {
+                            c.port = addr.port();
+                            c
+                        })
+                        .collect();
+                    Ok(NameServerConfig::new(addr.ip(), true, connections))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let options = builder.options_mut();
+        // Verification must see what is published now, not a cached past.
+        options.cache_size = 0;
+        options.timeout = std::time::Duration::from_secs(3);
+        options.attempts = 2;
+        Ok(DnsResolver {
+            inner: builder.build().context("building the DNS resolver")?,
+        })
+    }
+
+    /// TXT records, each with its character-strings joined.
+    pub async fn txt(&self, name: &str) -> Answer<Vec<String>> {
+        match self.inner.txt_lookup(fqdn(name)).await {
+            Ok(lookup) => Answer::Found(
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|s| String::from_utf8_lossy(s).into_owned())
+                                .collect::<String>(),
+                        ),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Err(e) => classify(e),
+        }
+    }
+
+    /// MX records as (preference, exchange without trailing dot).
+    pub async fn mx(&self, name: &str) -> Answer<Vec<(u16, String)>> {
+        match self.inner.mx_lookup(fqdn(name)).await {
+            Ok(lookup) => Answer::Found(
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((
+                            mx.preference,
+                            mx.exchange
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Err(e) => classify(e),
+        }
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+fn classify<T>(error: hickory_resolver::net::NetError) -> Answer<T> {
+    if error.is_no_records_found() || error.is_nx_domain() {
+        Answer::Missing
+    } else {
+        Answer::Error(error.to_string())
+    }
+}
