@@ -19,16 +19,7 @@ pub struct Tenant {
 
 /// Adds the columns that later versions introduced to an older control.db.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
-    let has_on_infected: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('tenants') WHERE name = 'on_infected'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_on_infected {
-        conn.execute("ALTER TABLE tenants ADD COLUMN on_infected TEXT", [])
-            .context("adding tenants.on_infected")?;
-    }
-    Ok(())
+    super::ensure_column(conn, "tenants", "on_infected", "TEXT")
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
