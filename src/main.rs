@@ -162,6 +162,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return runtime.block_on(sesame::app::serve(config));
     }
     config.validate()?;
+    // Printing commands behave like Unix tools when their reader goes away
+    // (`... | head`): end quietly instead of panicking on a broken pipe.
+    // Not for `serve`, whose sockets must never raise SIGPIPE.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let control = Control::open(&config.data_dir)?;
     if let Some(dev) = config.dev() {
         // So that the CLI sees the dev tenant before `serve` ever ran.

@@ -1,6 +1,7 @@
 //! TLS for the listeners: certificate loading, first-start generation of a
 //! self-signed dev certificate, and reloading on SIGHUP without dropping
-//! sessions (each session keeps the acceptor it started with).
+//! sessions (a TLS session keeps the certificate it shook hands with; any
+//! handshake after the reload, STARTTLS included, gets the new one).
 
 use std::io::Write;
 use std::path::Path;

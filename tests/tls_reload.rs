@@ -109,8 +109,7 @@ fn mx_mail(c: &mut Smtp, subject: &str) -> String {
     accepted_id(&r)
 }
 
-/// SIGHUP installs the new certificate for new handshakes while sessions
-/// opened before it keep working, including a full authenticated submission.
+/// Rule: SIGHUP serves the new cert to new handshakes and keeps existing sessions working.
 #[test]
 fn sighup_reloads_certificate_without_dropping_sessions() {
     let (mut s, acct) = start_with_acme();
@@ -179,8 +178,7 @@ fn sighup_reloads_certificate_without_dropping_sessions() {
     assert!(s.stop().success(), "exit status after SIGTERM");
 }
 
-/// A garbage or mismatched certificate on SIGHUP is refused and logged; new
-/// handshakes keep presenting the certificate that was in use.
+/// Rule: a bad cert/key on SIGHUP is refused and logged; the cert in use stays.
 #[test]
 fn failed_reload_keeps_previous_certificate() {
     let (mut s, _acct) = start_with_acme();
@@ -231,8 +229,7 @@ fn failed_reload_keeps_previous_certificate() {
     assert!(s.stop().success(), "exit status after SIGTERM");
 }
 
-/// Once `ready` is printed, SIGHUP reloads the certificate; it never kills
-/// sesame (signal handlers must be in place before readiness is announced).
+/// Rule: SIGHUP right after the `ready` line reloads; it never kills sesame.
 #[test]
 fn sighup_right_after_ready_reloads() {
     // The window is short: several fresh starts make a lost race visible.

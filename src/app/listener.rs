@@ -84,8 +84,13 @@ pub async fn accept_loop(
     loop {
         while sessions.try_join_next().is_some() {}
         tokio::select! {
+            // Shutdown first: a connection that raced with it is not greeted.
+            biased;
+            _ = shutdown.changed() => break,
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
+                    // Accepted in the same instant shutdown began: drop it.
+                    Ok(_) if *shutdown.borrow() => break,
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly
@@ -109,7 +114,6 @@ pub async fn accept_loop(
                     }
                 }
             }
-            _ = shutdown.changed() => break,
         }
     }
     drop(listener);

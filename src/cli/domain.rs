@@ -83,8 +83,12 @@ pub fn run(command: DomainCommand, config: &Config, control: &Control) -> anyhow
             }
             for d in all {
                 println!(
-                    "{}\t{}\tverification={:?}\tdkim={:?}\tmail_from={:?}",
-                    d.domain, d.tenant, d.verification.status, d.dkim.status, d.mail_from.status
+                    "{}\t{}\tverification={}\tdkim={}\tmail_from={}",
+                    d.domain,
+                    d.tenant,
+                    d.verification.status.as_str(),
+                    d.dkim.status.as_str(),
+                    d.mail_from.status.as_str()
                 );
             }
             Ok(())
@@ -127,8 +131,10 @@ pub fn run(command: DomainCommand, config: &Config, control: &Control) -> anyhow
                 println!("rotation: {step}");
             }
             println!(
-                "verification={:?} dkim={:?} mail_from={:?}",
-                report.verification.status, report.dkim.status, report.mail_from.status
+                "verification={} dkim={} mail_from={}",
+                report.verification.status.as_str(),
+                report.dkim.status.as_str(),
+                report.mail_from.status.as_str()
             );
             Ok(())
         }
@@ -138,14 +144,20 @@ pub fn run(command: DomainCommand, config: &Config, control: &Control) -> anyhow
                 return print_json(&domain);
             }
             println!("{} (tenant {})", domain.domain, domain.tenant);
-            println!("  verification: {:?}", domain.verification.status);
-            println!("  dkim:         {:?}", domain.dkim.status);
+            println!("  verification: {}", domain.verification.status.as_str());
+            println!("  dkim:         {}", domain.dkim.status.as_str());
             println!(
-                "  mail_from:    {:?} ({})",
-                domain.mail_from.status, domain.mail_from_domain
+                "  mail_from:    {} ({})",
+                domain.mail_from.status.as_str(),
+                domain.mail_from_domain
             );
             for key in &domain.keys {
-                println!("  key {} {:?} {:?}", key.selector, key.key_type, key.state);
+                println!(
+                    "  key {} {} {}",
+                    key.selector,
+                    key.key_type.as_str(),
+                    key.state.as_str()
+                );
             }
             Ok(())
         }

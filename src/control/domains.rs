@@ -77,7 +77,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             KeyState::Pending => "pending",
             KeyState::Active => "active",

@@ -124,7 +124,12 @@ pub async fn recheck_loop(
             let Ok(Some(domain)) = control.domain(&name) else {
                 continue;
             };
-            match verify::verify(&control, &config, &resolver, &domain).await {
+            let verified = tokio::select! {
+                report = verify::verify(&control, &config, &resolver, &domain) => report,
+                // Shutdown never waits for DNS timeouts.
+                _ = shutdown.changed() => return,
+            };
+            match verified {
                 Ok(report) => {
                     if report.verification != domain.verification
                         || report.dkim != domain.dkim

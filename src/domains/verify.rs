@@ -49,10 +49,14 @@ pub async fn verify(
     domain: &Domain,
 ) -> anyhow::Result<Report> {
     let now = unix_now();
-    let mut checks = Vec::new();
-    for record in records::for_domain(domain, config) {
-        checks.push(check(resolver, record).await);
-    }
+    // In parallel: an unreachable nameserver costs one timeout, not one per
+    // record.
+    let checks: Vec<RecordCheck> = futures::future::join_all(
+        records::for_domain(domain, config)
+            .into_iter()
+            .map(|record| check(resolver, record)),
+    )
+    .await;
     let selector_ok = |state: KeyState| -> Vec<Observation> {
         let selectors: Vec<&str> = domain
             .keys
@@ -82,17 +86,22 @@ pub async fn verify(
     let mail_from_seen = combine(&purpose(&[Purpose::MailFromMx, Purpose::MailFromSpf]));
 
     let mut rotation = Vec::new();
+    // Retire before promoting: a key replaced in this run stays published
+    // (retiring) until at least the next run, whatever the grace period.
+    if control.retire_due_keys(&domain.domain, now)? {
+        rotation.push("retired DKIM keys removed from DNS".to_string());
+    }
     let pending = selector_ok(KeyState::Pending);
     if !pending.is_empty() && (domain.attested || combine(&pending) == Observation::Match) {
         control.promote_pending_keys(&domain.domain, now + config.dns.rotation_grace_secs)?;
         rotation
             .push("new DKIM keys verified: now signing with them; old keys retiring".to_string());
     }
-    if control.retire_due_keys(&domain.domain, now)? {
-        rotation.push("retired DKIM keys removed from DNS".to_string());
-    }
 
     let window = config.dns.pending_window_secs;
+    // Transitions start from the statuses as they are now, not as they were
+    // before the DNS queries (another verification may have run meanwhile).
+    let domain = &control.require_domain(&domain.domain)?;
     let update = if domain.attested {
         // Operator-attested (or dev) domains keep their statuses.
         StatusUpdate {
