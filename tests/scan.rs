@@ -677,3 +677,69 @@ fn scanning_off_claims_nothing_and_removes_forgeries() {
     let id = submit(&s, &acct, &["--add-header", "X-Sesame-Virus-Verdict: PASS"]).expect_accepted();
     assert!(verdict_headers(&s.queued_body(&id)).is_empty());
 }
+
+/// Inbound DKIM is verified on the message as it arrived, before scanning
+/// strips the infected part: a signed message with EICAR inside arrives on
+/// MX with `dkim=pass` recorded and the part gone, while a tampered copy of
+/// the same message is not a pass.
+#[test]
+fn inbound_dkim_is_verified_before_the_infected_part_is_stripped() {
+    // The sender: a sesame without scanning that signs and publishes its keys.
+    let sender = Sesame::start(
+        Options::new().extra("[dns_server]\nenabled = true\nbind = \"127.0.0.1:0\"\n"),
+    );
+    let acct = sender.account("sender", "sender.test", true);
+    let files = Files::new();
+    let eicar = files.eicar();
+    let mut args = submit_args(&sender, &acct, "app@sender.test", "info@acme.test");
+    args.extend(attach(&eicar));
+    let id = swaks_owned(&args).expect_accepted();
+    let (st, signed, err) = sender.cli(&["queue", "show", &id]);
+    assert!(st.success(), "{err}");
+    let eicar_b64 = b64_head(EICAR.as_bytes());
+    assert!(
+        signed.contains(&eicar_b64) && signed.contains("DKIM-Signature"),
+        "{signed}"
+    );
+
+    // The receiver scans, and looks DKIM keys up in the sender's DNS.
+    let clamd = Clamd::start();
+    let dns = format!("[dns]\nnameservers = [\"{}\"]\n", sender.dns());
+    let (receiver, _) = gateway(&clamd.url(), &format!("\n{dns}"));
+    let deliver = |message: &str| {
+        let path = files.write("signed.eml", message.as_bytes());
+        swaks(&[
+            "--server",
+            &receiver.server_arg("mx"),
+            "--from",
+            "bounce@mail.sender.test",
+            "--to",
+            "info@acme.test",
+            "--data",
+            &format!("@{}", path.display()),
+        ])
+        .expect_accepted()
+    };
+    let stored = receiver.queued_body(&deliver(&signed));
+    let results = &stored[stored.find("Authentication-Results:").expect("A-R header")..];
+    assert!(results.contains("dkim=pass"), "{stored}");
+    assert!(results.contains("header.d=sender.test"), "{stored}");
+    assert!(!stored.contains(&eicar_b64), "{stored}");
+    assert!(
+        stored.contains(&format!("Signature: {EICAR_SIGNATURE}")),
+        "{stored}"
+    );
+
+    let tampered = signed.replacen("This is a test mailing", "This is a forged mailing", 1);
+    assert_ne!(tampered, signed, "the test message text changed");
+    let stored = receiver.queued_body(&deliver(&tampered));
+    let results = &stored[stored.find("Authentication-Results:").expect("A-R header")..];
+    assert!(
+        !results.starts_with("Authentication-Results: mx.sesame.test;\r\n\tdkim=pass"),
+        "{stored}"
+    );
+    assert!(
+        !results[..results.find("\r\n\r\n").unwrap_or(results.len())].contains("dkim=pass"),
+        "{stored}"
+    );
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthOutcome, Authenticator};
 use crate::checks;
+use crate::checks::dkim::DkimVerifier;
 use crate::config::ListenerKind;
 use crate::control::{Control, Domain};
 use crate::domains;
@@ -23,6 +24,7 @@ pub struct Gateway {
     pub queue: Queue,
     pub scanner: Scanner,
     pub signer: Signer,
+    pub dkim: DkimVerifier,
     pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
@@ -211,14 +213,21 @@ impl Gateway {
                 .ok_or_else(texts::relaying_denied)?;
             by_tenant.entry(tenant).or_default().push(rcpt.clone());
         }
+        // DKIM is verified on the message as it arrived, before scanning
+        // may strip a part (which would break the body hash).
+        let auth_results = self.dkim.authentication_results(&tx.body).await;
         let ctx = ScanContext::inbound(id, &by_tenant, &tx.mail_from, session.peer.ip());
         let scanned = self.scanner.screen(&ctx, tx.body).await?;
         let headers = HeaderBlock::parse(&scanned);
-        let mut stamp = vec![self.received_header(session, id, &tx.recipients)];
+        let mut stamp = vec![
+            self.received_header(session, id, &tx.recipients),
+            auth_results,
+        ];
         if headers.count("Message-ID") == 0 {
             stamp.push(format!("Message-ID: <{id}@{}>\r\n", self.hostname));
         }
-        let body = headers.rewrite(&[], &stamp);
+        // Results claiming to come from us can only be forged (RFC 8601 5).
+        let body = headers.rewrite_where(|field, raw| self.forged_results(field, raw), &stamp);
         Ok(by_tenant
             .into_iter()
             .map(|(tenant, recipients)| NewEntry {
@@ -231,6 +240,15 @@ impl Gateway {
                 body: body.clone(),
             })
             .collect())
+    }
+
+    fn forged_results(&self, field: &crate::proto::headers::Field, raw: &[u8]) -> bool {
+        field.name.eq_ignore_ascii_case("Authentication-Results")
+            && String::from_utf8_lossy(&raw[field.name.len() + 1..])
+                .trim_start()
+                .split(|c: char| c == ';' || c.is_whitespace())
+                .next()
+                .is_some_and(|authserv| authserv.eq_ignore_ascii_case(&self.hostname))
     }
 
     fn received_header(

@@ -54,6 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         queue,
         scanner,
         signer: Signer::new(control.clone())?,
+        dkim: crate::checks::dkim::DkimVerifier::new(&config.dns.nameservers, &config.hostname)?,
         default_mail_from_domain: config.default_mail_from_domain().to_string(),
         hostname: config.hostname.clone(),
         region: config.region.clone(),

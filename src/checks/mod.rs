@@ -1,5 +1,7 @@
 //! Policy checks run after the final dot, before anything is queued.
 
+pub mod dkim;
+
 use mail_parser::MessageParser;
 
 use crate::control::{Control, Identity};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
@@ -26,34 +26,9 @@ pub struct DnsResolver {
 impl DnsResolver {
     /// `nameservers` as `ip:port`; empty uses /etc/resolv.conf.
     pub fn new(nameservers: &[String]) -> anyhow::Result<DnsResolver> {
-        let mut builder = if nameservers.is_empty() {
-            Resolver::builder_tokio().context("reading the system DNS configuration")?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|ns| {
-                    let addr: SocketAddr =
-                        ns.parse().with_context(|| format!("nameserver '{ns}'"))?;
-                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                        .into_iter()
-                        .map(|mut c| {
-                            c.port = addr.port();
-                            c
-                        })
-                        .collect();
-                    Ok(NameServerConfig::new(addr.ip(), true, connections))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let options = builder.options_mut();
-        // Verification must see what is published now, not a cached past.
-        options.cache_size = 0;
-        options.timeout = std::time::Duration::from_secs(3);
-        options.attempts = 2;
+        let (config, options) = resolver_settings(nameservers)?;
+        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        *builder.options_mut() = options;
         Ok(DnsResolver {
             inner: builder.build().context("building the DNS resolver")?,
         })
@@ -103,6 +78,39 @@ impl DnsResolver {
             Err(e) => classify(e),
         }
     }
+}
+
+/// Resolver settings for `nameservers` (`ip:port`), or the system's when
+/// empty; shared with mail-auth, which builds its own resolver.
+pub fn resolver_settings(nameservers: &[String]) -> anyhow::Result<(ResolverConfig, ResolverOpts)> {
+    let (config, mut options) = if nameservers.is_empty() {
+        hickory_resolver::system_conf::read_system_conf()
+            .context("reading the system DNS configuration")?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|ns| {
+                let addr: SocketAddr = ns.parse().with_context(|| format!("nameserver '{ns}'"))?;
+                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.port = addr.port();
+                        c
+                    })
+                    .collect();
+                Ok(NameServerConfig::new(addr.ip(), true, connections))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        (
+            ResolverConfig::from_name_servers(servers),
+            ResolverOpts::default(),
+        )
+    };
+    // Checks must see what is published now, not a cached past.
+    options.cache_size = 0;
+    options.timeout = std::time::Duration::from_secs(3);
+    options.attempts = 2;
+    Ok((config, options))
 }
 
 fn fqdn(name: &str) -> String {

@@ -88,13 +88,26 @@ impl<'a> HeaderBlock<'a> {
     /// A copy of the message with the named fields removed and `prepend`
     /// (complete lines, each ending in CRLF) placed on top.
     pub fn rewrite(&self, remove: &[&str], prepend: &[String]) -> Vec<u8> {
+        self.rewrite_where(
+            |field, _| remove.iter().any(|r| field.name.eq_ignore_ascii_case(r)),
+            prepend,
+        )
+    }
+
+    /// Like `rewrite`, removing the fields for which `remove(field, raw
+    /// field bytes)` holds.
+    pub fn rewrite_where(
+        &self,
+        remove: impl Fn(&Field, &[u8]) -> bool,
+        prepend: &[String],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.message.len() + 512);
         for line in prepend {
             out.extend_from_slice(line.as_bytes());
         }
         let mut copied = 0;
         for field in &self.fields {
-            if remove.iter().any(|r| field.name.eq_ignore_ascii_case(r)) {
+            if remove(field, &self.message[field.start..field.end]) {
                 out.extend_from_slice(&self.message[copied..field.start]);
                 copied = field.end;
             }
