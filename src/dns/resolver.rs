@@ -105,6 +105,16 @@ impl DnsResolver {
     }
 }
 
+impl DnsResolver {
+    /// A and AAAA addresses of a host.
+    pub async fn ips(&self, name: &str) -> Answer<Vec<std::net::IpAddr>> {
+        match self.inner.lookup_ip(fqdn(name)).await {
+            Ok(lookup) => Answer::Found(lookup.iter().collect()),
+            Err(e) => classify(e),
+        }
+    }
+}
+
 fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
