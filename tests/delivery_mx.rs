@@ -173,3 +173,26 @@ fn a_4xx_is_retried_across_a_restart_then_delivered() {
         "no DSN for a delivered message"
     );
 }
+
+/// The receiver hangs up after the message, before its reply: nothing is
+/// known to be delivered, so the recipient is deferred, never bounced.
+#[test]
+fn a_connection_dropped_at_end_of_data_is_deferred() {
+    let nsd = dns();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let _sink = SmtpSink::start(port, &dir.path().join("drop"), &["-q", "."]);
+    let (s, acct) = mx_sesame(&nsd, port);
+    let id =
+        swaks_owned(&submit_args(&s, &acct, "app@acme.test", "drop@sink.test")).expect_accepted();
+    let st = wait_status(&s, &id, "drop@sink.test", "deferred");
+    assert!(
+        st["last_response"]
+            .as_str()
+            .unwrap()
+            .contains("connection lost"),
+        "{st}"
+    );
+    assert!(events_of_type(&s, "acme", &id, "Bounce").is_empty());
+    assert!(!events_of_type(&s, "acme", &id, "DeliveryDelay").is_empty());
+}
