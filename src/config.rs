@@ -32,6 +32,8 @@ pub struct Config {
     pub dns: DnsConfig,
     #[serde(default)]
     pub dns_server: DnsServerConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     pub dev: Option<DevConfig>,
 }
 
@@ -390,6 +392,73 @@ impl Default for DnsServerConfig {
     }
 }
 
+/// The delivery engine (`[delivery]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Run the queue workers inside `serve`.
+    pub enabled: bool,
+    /// Concurrent deliveries in total.
+    pub workers: usize,
+    /// Concurrent deliveries to one destination domain.
+    pub per_domain: usize,
+    /// How often the queue is polled for due recipients (milliseconds).
+    pub poll_ms: u64,
+    /// First retry delay after a transient failure; doubles each time.
+    pub retry_base_secs: i64,
+    /// Upper bound on one retry delay.
+    pub retry_max_delay_secs: i64,
+    /// Transient failures turn into a bounce once a message is this old.
+    pub max_age_secs: i64,
+    /// Port of remote MX hosts (25; tests point it at a local peer).
+    pub mx_port: u16,
+    /// Timeout for connecting and for each SMTP command.
+    pub smtp_timeout_secs: u64,
+    /// Transport for gateway-generated mail (DSNs, virus notifications,
+    /// auto-replies), queued under `@system`: `capture` or `mx`.
+    pub system_transport: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            enabled: true,
+            workers: 32,
+            per_domain: 4,
+            poll_ms: 500,
+            retry_base_secs: 60,
+            retry_max_delay_secs: 3600,
+            max_age_secs: 24 * 3600,
+            mx_port: 25,
+            smtp_timeout_secs: 60,
+            system_transport: "capture".into(),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, value) in [
+            ("delivery.workers", self.workers as i64),
+            ("delivery.per_domain", self.per_domain as i64),
+            ("delivery.poll_ms", self.poll_ms as i64),
+            ("delivery.retry_base_secs", self.retry_base_secs),
+            ("delivery.retry_max_delay_secs", self.retry_max_delay_secs),
+            ("delivery.max_age_secs", self.max_age_secs),
+            ("delivery.mx_port", self.mx_port as i64),
+            ("delivery.smtp_timeout_secs", self.smtp_timeout_secs as i64),
+        ] {
+            if value < 1 {
+                bail!("config: {key} must be at least 1");
+            }
+        }
+        if !["capture", "mx"].contains(&self.system_transport.as_str()) {
+            bail!("config: delivery.system_transport must be capture or mx");
+        }
+        Ok(())
+    }
+}
+
 fn default_hostname() -> String {
     "localhost".into()
 }
@@ -506,6 +575,7 @@ impl Config {
             }
         }
         self.scan.validate()?;
+        self.delivery.validate()?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod checks;
 pub mod config;
 pub mod control;
+pub mod delivery;
 pub mod dns;
 pub mod domains;
 pub mod proto;

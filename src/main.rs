@@ -49,6 +49,9 @@ enum Command {
     /// Manage domains: DKIM keys, DNS records, verification, MAIL FROM.
     #[command(subcommand)]
     Domain(cli::domain::DomainCommand),
+    /// The per-tenant suppression list (SES account-level semantics).
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
     /// Inspect the event log (SES-shaped notifications).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -82,7 +85,29 @@ enum TenantCommand {
         /// follow scan.on_infected).
         #[arg(long, value_parser = ["strip", "reject", "default"])]
         on_infected: Option<String>,
+        /// How outbound mail leaves: capture (kept locally) or mx.
+        #[arg(long, value_parser = ["capture", "mx", "relay", "ses"])]
+        delivery: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SuppressionCommand {
+    /// List a tenant's suppressed addresses.
+    List {
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suppress an address.
+    Add {
+        tenant: String,
+        address: String,
+        #[arg(long, default_value = "BOUNCE", value_parser = ["BOUNCE", "COMPLAINT"])]
+        reason: String,
+    },
+    /// Remove an address from the list.
+    Remove { tenant: String, address: String },
 }
 
 #[derive(Subcommand)]
@@ -195,10 +220,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             production,
             sandbox,
             on_infected,
+            delivery,
         }) => {
             anyhow::ensure!(
-                production || sandbox || on_infected.is_some(),
-                "nothing to set: pass --production, --sandbox or --on-infected"
+                production || sandbox || on_infected.is_some() || delivery.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected or --delivery"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -206,6 +232,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(action) = on_infected {
                 tenant = control.set_on_infected(&name, InfectedAction::parse(&action))?;
+            }
+            if let Some(mode) = delivery {
+                tenant = control.set_delivery(&name, &mode)?;
             }
             print_json(&tenant)
         }
@@ -282,6 +311,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for e in events {
                 println!("{}\t{}\t{}", e.created_at, e.event_type, e.message_id);
             }
+            Ok(())
+        }
+        Command::Suppression(SuppressionCommand::List { tenant, json }) => {
+            let list = control.suppression_list(&tenant)?;
+            if json {
+                return print_json(&list);
+            }
+            for e in list {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    e.email_address,
+                    e.reason,
+                    e.message_id.unwrap_or_default(),
+                    e.last_update_time
+                );
+            }
+            Ok(())
+        }
+        Command::Suppression(SuppressionCommand::Add {
+            tenant,
+            address,
+            reason,
+        }) => {
+            anyhow::ensure!(
+                sesame::types::EmailAddress::parse(&address).is_some(),
+                "'{address}' is not an email address"
+            );
+            control.suppress(&tenant, &address, &reason, None)?;
+            Ok(())
+        }
+        Command::Suppression(SuppressionCommand::Remove { tenant, address }) => {
+            anyhow::ensure!(
+                control.unsuppress(&tenant, &address)?,
+                "'{address}' is not on the suppression list of '{tenant}'"
+            );
             Ok(())
         }
         Command::Status { json } => {

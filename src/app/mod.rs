@@ -92,6 +92,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = task.await;
         });
     }
+    if config.delivery.enabled {
+        let resolver = Arc::new(dns::DnsResolver::new(&config.dns.nameservers)?);
+        let timeout = Duration::from_secs(config.delivery.smtp_timeout_secs);
+        let transports = crate::delivery::engine::Transports {
+            capture: Arc::new(crate::delivery::capture::Capture),
+            mx: Arc::new(crate::delivery::mx::Mx::new(
+                resolver,
+                config.delivery.mx_port,
+                &config.hostname,
+                timeout,
+            )?),
+            simulator: Arc::new(crate::delivery::simulator::Simulator),
+        };
+        let engine = Arc::new(crate::delivery::Engine::new(
+            &config,
+            control.clone(),
+            transports,
+        )?);
+        background.spawn(engine.run(stop_rx.clone()));
+    } else {
+        tracing::warn!("delivery.enabled = false: queued mail is not delivered");
+    }
     background.spawn(domains::recheck_loop(
         control.clone(),
         config.clone(),

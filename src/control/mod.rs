@@ -7,6 +7,7 @@ mod domains;
 mod events;
 mod identities;
 pub mod seal;
+mod suppression;
 mod tenants;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use domains::{
 };
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
+pub use suppression::Suppressed;
 pub use tenants::Tenant;
 
 /// Opens SQLite the way every sesame database wants it.
@@ -96,6 +98,8 @@ impl Control {
             .context("control.db domains schema")?;
         conn.execute_batch(events::SCHEMA)
             .context("control.db events schema")?;
+        conn.execute_batch(suppression::SCHEMA)
+            .context("control.db suppression schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

@@ -100,6 +100,20 @@ impl Control {
         self.require_tenant(name)
     }
 
+    /// How the tenant's outbound mail leaves: `capture` or `mx` (`relay`
+    /// and `ses` are accepted names whose transports are not built yet).
+    pub fn set_delivery(&self, name: &str, delivery: &str) -> anyhow::Result<Tenant> {
+        if !["capture", "mx", "relay", "ses"].contains(&delivery) {
+            bail!("delivery must be capture, mx, relay or ses, not '{delivery}'");
+        }
+        self.require_tenant(name)?;
+        self.db().execute(
+            "UPDATE tenants SET delivery = ?2 WHERE name = ?1",
+            params![name, delivery],
+        )?;
+        self.require_tenant(name)
+    }
+
     /// `None` returns the tenant to the configured `scan.on_infected`.
     pub fn set_on_infected(
         &self,

@@ -56,6 +56,14 @@ impl DnsResolver {
         }
     }
 
+    /// A and AAAA addresses of a host.
+    pub async fn ips(&self, name: &str) -> Answer<Vec<std::net::IpAddr>> {
+        match self.inner.lookup_ip(fqdn(name)).await {
+            Ok(lookup) => Answer::Found(lookup.iter().collect()),
+            Err(e) => classify(e),
+        }
+    }
+
     /// MX records as (preference, exchange without trailing dot).
     pub async fn mx(&self, name: &str) -> Answer<Vec<(u16, String)>> {
         match self.inner.mx_lookup(fqdn(name)).await {

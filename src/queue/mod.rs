@@ -11,6 +11,7 @@
 //! control-plane writes (or the other way round).
 
 mod recover;
+pub mod state;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,20 @@ pub struct QueuedEntry {
     pub recipients: Vec<String>,
     pub size: i64,
     pub received_at: i64,
+    /// Delivery state of each recipient.
+    pub delivery: Vec<RecipientState>,
+}
+
+/// One recipient's delivery state, as `queue list --json` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RecipientState {
+    pub recipient: String,
+    /// queued, inflight, delivered, deferred or bounced.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_response: Option<String>,
+    pub transport: Option<String>,
 }
 
 struct CommitRequest {
@@ -131,7 +146,21 @@ impl QueueWriter {
 
 fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
     conn.execute_batch(SCHEMA).context("queue.db schema")?;
-    crate::control::ensure_column(conn, "queue_entries", "source", "TEXT")
+    crate::control::ensure_column(conn, "queue_entries", "source", "TEXT")?;
+    // Delivery state (see `state`).
+    crate::control::ensure_column(
+        conn,
+        "queue_entries",
+        "send_recorded",
+        "INTEGER NOT NULL DEFAULT 0",
+    )?;
+    crate::control::ensure_column(conn, "queue_recipients", "transport", "TEXT")?;
+    crate::control::ensure_column(conn, "queue_recipients", "updated_at", "INTEGER")?;
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS queue_recipients_due
+         ON queue_recipients(status, next_attempt_at)",
+    )?;
+    Ok(())
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -171,7 +200,10 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<QueuedEntry>> {
     migrate(&conn)?;
     let mut stmt = conn.prepare(
         "SELECT e.seq, e.message_id, e.tenant, e.direction, coalesce(e.source, e.mail_from), e.size,
-                e.received_at, json_group_array(r.recipient), e.mail_from
+                e.received_at, json_group_array(r.recipient), e.mail_from,
+                json_group_array(json_object('recipient', r.recipient, 'status', r.status,
+                    'attempts', r.attempts, 'next_attempt_at', r.next_attempt_at,
+                    'last_response', r.last_response, 'transport', r.transport))
          FROM queue_entries e JOIN queue_recipients r ON r.seq = e.seq
          GROUP BY e.seq ORDER BY e.seq",
     )?;
@@ -186,6 +218,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<QueuedEntry>> {
             size: r.get(5)?,
             received_at: r.get(6)?,
             recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+            delivery: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -54,7 +54,7 @@ fn commit_batch(conn: &mut Connection, batch: &[CommitRequest]) -> anyhow::Resul
     Ok(())
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow::Result<()> {
+pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow::Result<()> {
     let now = unix_now();
     let sha = Sha256::digest(&entry.body);
     tx.prepare_cached(

@@ -1,0 +1,31 @@
+//! The `capture` transport (the dev default): mail never leaves the
+//! machine. Each recipient is recorded `delivered` with transport `capture`
+//! on its queue.db row, and the queued entry (body included) is kept, so the
+//! message stays readable (`sesame queue show ID`) and the inbound-store
+//! work can pick captured mail up from queue.db
+//! (`status = 'delivered' AND transport = 'capture'`).
+
+use async_trait::async_trait;
+
+use super::{Outcome, Outgoing, Transport};
+
+pub struct Capture;
+
+#[async_trait]
+impl Transport for Capture {
+    fn name(&self) -> &'static str {
+        "capture"
+    }
+
+    async fn deliver(&self, message: &Outgoing, recipients: &[String]) -> Vec<Outcome> {
+        recipients
+            .iter()
+            .map(|_| {
+                Outcome::delivered(format!(
+                    "250 2.0.0 Ok: captured {} (kept in queue.db)",
+                    message.message_id
+                ))
+            })
+            .collect()
+    }
+}
