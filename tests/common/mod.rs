@@ -1193,6 +1193,17 @@ print(base64.b64encode(b"\x04" + k).decode())
 }
 
 /// Identities listed after `...in region US-EAST-1: ` in a 554 reply.
+/// The identities SES's 554 "not verified" reply in `out` names, sorted;
+/// panics when there is no such reply.
+pub fn rejected_identities(out: &Swaks) -> Vec<String> {
+    let reply = out
+        .replies()
+        .into_iter()
+        .find(|r| r.starts_with("554 "))
+        .unwrap_or_else(|| panic!("no 554:\n{}", out.out));
+    failed_identities(&reply).unwrap_or_else(|| panic!("not the 554 not-verified reply: {reply}"))
+}
+
 pub fn failed_identities(reply: &str) -> Option<Vec<String>> {
     let prefix = "554 5.7.1 Message rejected: Email address is not verified. \
                   The following identities failed the check in region US-EAST-1: ";
