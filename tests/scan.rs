@@ -695,7 +695,16 @@ fn inbound_dkim_is_verified_before_the_infected_part_is_stripped() {
     let sender = Sesame::start(
         Options::new().extra("[dns_server]\nenabled = true\nbind = \"127.0.0.1:0\"\n"),
     );
+    let reloads = sender.log.count("DNS zones reloaded");
     let acct = sender.account("sender", "sender.test", true);
+    // The new domain's keys are served once the zones are rebuilt.
+    assert!(
+        sender
+            .log
+            .wait_for(|t| t.matches("DNS zones reloaded").count() > reloads),
+        "the sender's DNS never served sender.test:\n{}",
+        sender.logs()
+    );
     let files = Files::new();
     let eicar = files.eicar();
     let mut args = submit_args(&sender, &acct, "app@sender.test", "info@acme.test");
