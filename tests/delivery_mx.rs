@@ -5,9 +5,11 @@
 
 mod common;
 mod delivery_peers;
+mod nsd;
 
 use common::*;
 use delivery_peers::*;
+use nsd::Nsd;
 
 fn zone(origin: &str, body: &str) -> String {
     format!(

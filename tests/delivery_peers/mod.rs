@@ -1,14 +1,12 @@
 //! Helpers shared by the delivery tests: waiting on queue.db state through
-//! the CLI, reading events, and the real peers (nsd for DNS, Postfix's
-//! smtp-sink as the receiving MTA).
+//! the CLI, reading events, and Postfix's smtp-sink as the receiving MTA
+//! (nsd, for DNS, comes from tests/nsd).
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -86,99 +84,6 @@ pub fn free_port() -> u16 {
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
-    }
-}
-
-/// nsd in the foreground on a free loopback port, serving test zones.
-pub struct Nsd {
-    child: Child,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Nsd {
-    pub fn start(zones: &[(&str, &str)]) -> Nsd {
-        let dir = tempfile::Builder::new()
-            .prefix("sesame-nsd")
-            .tempdir()
-            .unwrap();
-        let d = dir.path().display();
-        for attempt in 0..5 {
-            let port = free_port();
-            let mut conf = format!(
-                "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  do-ip6: no\n  \
-                 server-count: 1\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n  \
-                 zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
-                 zonelistfile: \"{d}/zone.list\"\nremote-control:\n  control-enable: no\n"
-            );
-            for (origin, text) in zones {
-                std::fs::write(dir.path().join(format!("{origin}.zone")), text).unwrap();
-                conf += &format!("zone:\n  name: \"{origin}\"\n  zonefile: \"{origin}.zone\"\n");
-            }
-            std::fs::write(dir.path().join("nsd.conf"), conf).unwrap();
-            let mut child = Command::new(sbin_tool("nsd"))
-                .arg("-d")
-                .arg("-c")
-                .arg(dir.path().join("nsd.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn nsd");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let stderr = child.stderr.take().unwrap();
-            let log = Arc::new(Mutex::new(String::new()));
-            let l2 = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    l2.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if dig_ok(addr, zones[0].0) {
-                    return Nsd {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "nsd never answered: {}",
-                    log.lock().unwrap()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            eprintln!("nsd attempt {attempt} failed: {}", log.lock().unwrap());
-        }
-        panic!("nsd could not start");
-    }
-}
-
-fn dig_ok(addr: SocketAddr, name: &str) -> bool {
-    Command::new("dig")
-        .args([
-            &format!("@{}", addr.ip()),
-            "-p",
-            &addr.port().to_string(),
-            "+short",
-            "+time=1",
-            "+tries=1",
-            "SOA",
-            name,
-        ])
-        .output()
-        .map(|o| o.status.success() && !o.stdout.is_empty())
-        .unwrap_or(false)
-}
-
-impl Drop for Nsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
