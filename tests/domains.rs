@@ -58,6 +58,7 @@ struct DnsSettings {
     default_mail_from_domain: Option<String>,
     /// `[dns_server] bind`; None: no embedded server.
     server_bind: Option<String>,
+    recheck_interval_secs: Option<u64>,
 }
 
 impl DnsSettings {
@@ -69,6 +70,7 @@ impl DnsSettings {
             rotation_grace_secs: None,
             default_mail_from_domain: None,
             server_bind: None,
+            recheck_interval_secs: None,
         }
     }
 
@@ -96,6 +98,9 @@ impl DnsSettings {
         );
         if let Some(g) = self.rotation_grace_secs {
             s += &format!("rotation_grace_secs = {g}\n");
+        }
+        if let Some(i) = self.recheck_interval_secs {
+            s += &format!("recheck_interval_secs = {i}\n");
         }
         if let Some(d) = &self.default_mail_from_domain {
             s += &format!("default_mail_from_domain = {d:?}\n");
@@ -1513,4 +1518,29 @@ fn dev_config_signs_captured_dev_mail() {
     let message = queue_show(&s, &id);
     assert_signed(&message, "dev.sesame.test", &[(&selector, "rsa-sha256")]);
     assert_verifies(&message, s.dns(), 1);
+}
+
+/// `serve` re-checks domains on its own schedule: a PENDING domain whose
+/// records are published (here by the embedded server, on a port fixed in
+/// advance so the config can name it) verifies without `domain verify`.
+#[test]
+fn serve_rechecks_domains_periodically() {
+    let addr = format!("127.0.0.1:{}", nsd::free_udp_tcp_port());
+    let dns = DnsSettings {
+        server_bind: Some(addr.clone()),
+        recheck_interval_secs: Some(1),
+        ..DnsSettings::resolver(&addr)
+    };
+    let s = Sesame::start(options(&dns, false));
+    s.create_tenant("acme");
+    let before = s.log.count("domain status changed");
+    let added = s.cli_json(&["domain", "add", "acme", "acme.test"]);
+    assert_eq!(added["verification"]["status"], "PENDING", "{added:#}");
+    assert!(
+        s.log
+            .wait_for(|t| t.matches("domain status changed").count() > before),
+        "serve never re-checked acme.test:\n{}",
+        s.logs()
+    );
+    assert_statuses(&s, "acme.test", ("SUCCESS", "SUCCESS", "SUCCESS"));
 }

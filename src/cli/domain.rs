@@ -1,8 +1,8 @@
 //! `sesame domain ...`: add, publish, verify and rotate domains.
 
 use clap::{Subcommand, ValueEnum};
-use serde::Serialize;
 
+use super::print_json;
 use sesame::config::Config;
 use sesame::control::{Control, Domain, MailFromBehavior};
 use sesame::dns::{DnsResolver, records, zone};
@@ -171,9 +171,4 @@ pub fn run(command: DomainCommand, config: &Config, control: &Control) -> anyhow
             print_json(&control.require_domain(&name)?)
         }
     }
-}
-
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }

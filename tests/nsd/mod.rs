@@ -57,7 +57,7 @@ pub fn checkzone(origin: &str, file: &Path) {
 /// A port free for both UDP and TCP on 127.0.0.1 right now. nsd cannot be
 /// told to bind port 0 and report it, so the port is probed; if another
 /// process takes it before nsd binds, nsd exits and `Nsd::start` retries.
-fn free_udp_tcp_port() -> u16 {
+pub fn free_udp_tcp_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
         let port = udp.local_addr().unwrap().port();
