@@ -220,6 +220,7 @@ impl Engine {
             tenant: entry.tenant.clone(),
             mail_from: entry.mail_from.clone(),
             body: Arc::new(body),
+            meta: Arc::new(entry.meta.clone()),
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
         let to_transport: Vec<String> = recipients
@@ -396,6 +397,7 @@ impl Engine {
                 source: String::new(),
                 recipients: vec![entry.source.clone()],
                 body,
+                meta: serde_json::Value::Null,
             });
         }
         if !entry.source.is_empty() {
@@ -522,6 +524,7 @@ impl Engine {
             source: String::new(),
             recipients: vec![to.to_string()],
             body: body.into_bytes(),
+            meta: Value::Null,
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Outgoing {
     pub mail_from: String,
     /// The message exactly as queued (signed, stamped).
     pub body: std::sync::Arc<Vec<u8>>,
+    /// The queue entry's metadata (`NewEntry::meta`).
+    pub meta: std::sync::Arc<serde_json::Value>,
 }
 
 /// A way out of the gateway. Implementations must answer exactly one

@@ -58,8 +58,8 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
     let now = unix_now();
     let sha = Sha256::digest(&entry.body);
     tx.prepare_cached(
-        "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         entry.message_id.as_str(),
@@ -70,7 +70,8 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
         entry.body.len() as i64,
         sha.as_slice(),
         entry.body,
-        now
+        now,
+        (!entry.meta.is_null()).then(|| entry.meta.to_string()),
     ])?;
     let seq = tx.last_insert_rowid();
     let mut stmt = tx.prepare_cached(
