@@ -52,6 +52,12 @@ enum Command {
     /// The per-tenant suppression list (SES account-level semantics).
     #[command(subcommand)]
     Suppression(SuppressionCommand),
+    /// A tenant's receipt rules for inbound mail (SES semantics, ordered).
+    #[command(subcommand)]
+    Rule(cli::rule::RuleCommand),
+    /// A tenant's IP address filters for inbound mail (Block/Allow CIDRs).
+    #[command(subcommand)]
+    IpFilter(cli::rule::IpFilterCommand),
     /// Inspect the event log (SES-shaped notifications).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -88,6 +94,10 @@ enum TenantCommand {
         /// How outbound mail leaves: capture (kept locally) or mx.
         #[arg(long, value_parser = ["capture", "mx", "relay", "ses"])]
         delivery: Option<String>,
+        /// Refuse inbound mail that fails DMARC under the sender's p=reject
+        /// (550 5.7.1); `off` stores it flagged. New tenants: on.
+        #[arg(long, value_parser = ["on", "off"])]
+        dmarc_enforce: Option<String>,
     },
 }
 
@@ -221,10 +231,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sandbox,
             on_infected,
             delivery,
+            dmarc_enforce,
         }) => {
             anyhow::ensure!(
-                production || sandbox || on_infected.is_some() || delivery.is_some(),
-                "nothing to set: pass --production, --sandbox, --on-infected or --delivery"
+                production
+                    || sandbox
+                    || on_infected.is_some()
+                    || delivery.is_some()
+                    || dmarc_enforce.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected, --delivery or --dmarc-enforce"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -235,6 +250,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(mode) = delivery {
                 tenant = control.set_delivery(&name, &mode)?;
+            }
+            if let Some(enforce) = dmarc_enforce {
+                tenant = control.set_dmarc_enforce(&name, enforce == "on")?;
             }
             print_json(&tenant)
         }
@@ -275,6 +293,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&control.create_credential(&tenant, &config.region)?)
         }
         Command::Domain(command) => cli::domain::run(command, &config, &control),
+        Command::Rule(command) => cli::rule::run_rule(command, &control),
+        Command::IpFilter(command) => cli::rule::run_ip_filter(command, &control),
         Command::Queue(QueueCommand::Show { message_id }) => {
             let body = sesame::queue::body(&config.data_dir, &message_id)?
                 .ok_or_else(|| anyhow::anyhow!("no queued message '{message_id}'"))?;

@@ -6,17 +6,20 @@ use std::sync::Arc;
 
 use crate::auth::{AuthOutcome, Authenticator};
 use crate::checks;
-use crate::checks::dkim::DkimVerifier;
+use crate::checks::inbound::{Envelope, InboundAuth, SesStatus};
 use crate::config::ListenerKind;
 use crate::control::{Control, Domain};
 use crate::domains;
 use crate::proto::headers::HeaderBlock;
 use crate::proto::{Reply, texts};
 use crate::queue::{Direction, NewEntry, Queue};
-use crate::scan::{ScanContext, Scanner};
+use crate::rules::{self, Plan, RecipientOutcome};
+use crate::scan::{ScanContext, Scanner, Screened, Verdict};
 use crate::session::{Backend, SessionInfo, Transaction};
 use crate::signing::Signer;
 use crate::types::{EmailAddress, MessageId, unix_now};
+
+use super::received;
 
 pub struct Gateway {
     pub control: Arc<Control>,
@@ -24,7 +27,7 @@ pub struct Gateway {
     pub queue: Queue,
     pub scanner: Scanner,
     pub signer: Signer,
-    pub dkim: DkimVerifier,
+    pub inbound_auth: InboundAuth,
     pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
@@ -68,10 +71,7 @@ impl Backend for Gateway {
             // SES does.
             return Ok(());
         }
-        match self.receiving_tenant(recipient)? {
-            Some(_) => Ok(()),
-            None => Err(texts::relaying_denied()),
-        }
+        self.route_recipient(session, recipient).map(|_| ())
     }
 
     async fn message(&self, session: &SessionInfo, transaction: Transaction) -> Reply {
@@ -98,8 +98,11 @@ impl Backend for Gateway {
             .map(|e| (e.tenant.clone(), e.recipients.len()))
             .collect();
         let size = entries.first().map_or(0, |e| e.body.len());
+        let notifications = received::notifications(&entries);
         match self.queue.commit(entries).await {
             Ok(()) => {
+                // Only once the message is durable, and never awaited.
+                received::send(notifications);
                 for (tenant, recipients) in summary {
                     tracing::info!(
                         session = session.session_id,
@@ -121,6 +124,48 @@ impl Backend for Gateway {
 }
 
 impl Gateway {
+    /// SES order for one recipient: its tenant (a verified domain), the
+    /// tenant's IP filters, then its receipt rules (match, TLS policy,
+    /// bounce). Gives the tenant and the recipient's plan, or the refusal.
+    fn route_recipient(
+        &self,
+        session: &SessionInfo,
+        recipient: &str,
+    ) -> Result<(String, Plan), Reply> {
+        let addr = EmailAddress::parse(recipient).ok_or_else(texts::relaying_denied)?;
+        let tenant = self
+            .receiving_tenant(recipient)?
+            .ok_or_else(texts::relaying_denied)?;
+        let db_error = |e: anyhow::Error| {
+            tracing::error!(tenant, error = %format!("{e:#}"), "control database lookup failed");
+            texts::temporary_failure()
+        };
+        let filters = self.control.ip_filters(&tenant).map_err(db_error)?;
+        if !rules::ip_allowed(&filters, session.peer.ip()) {
+            tracing::info!(session = session.session_id, peer = %session.peer, tenant, "refused by the tenant's IP filter");
+            return Err(texts::ip_filtered());
+        }
+        let rule_set = self.control.receipt_rules(&tenant).map_err(db_error)?;
+        let refusal = match rules::plan_for(&rule_set, &addr, session.tls) {
+            RecipientOutcome::Accept(plan) => return Ok((tenant, plan)),
+            RecipientOutcome::NoMatch => (None, texts::mailbox_does_not_exist()),
+            RecipientOutcome::TlsRequired { rule } => (Some(rule), texts::starttls_first()),
+            RecipientOutcome::Bounce {
+                rule,
+                smtp_reply_code,
+                status_code,
+                message,
+            } => {
+                // Validated as 4xx/5xx when the rule was added.
+                let code = smtp_reply_code.parse().unwrap_or(550);
+                (Some(rule), texts::rule_bounce(code, &status_code, &message))
+            }
+        };
+        let (rule, reply) = refusal;
+        tracing::info!(session = session.session_id, tenant, recipient, rule = rule.unwrap_or_default(), reply = %reply, "recipient refused by receipt rules");
+        Err(reply)
+    }
+
     fn receiving_tenant(&self, recipient: &str) -> Result<Option<String>, Reply> {
         let Some(addr) = EmailAddress::parse(recipient) else {
             return Ok(None);
@@ -198,7 +243,12 @@ impl Gateway {
         Ok([signatures.as_bytes(), &message].concat())
     }
 
-    /// One queue entry per receiving tenant, so tenants never share state.
+    /// One queue entry per receiving tenant, so tenants never share state:
+    /// the tenant's recipients share it, with the add-header actions of all
+    /// the rules they matched, and `meta` saying what was found and done.
+    /// Callable without an SMTP session (the recipients are routed again
+    /// here, so a rule changed since RCPT, or mail that never saw RCPT,
+    /// gets the rules as they are now).
     async fn prepare_inbound(
         &self,
         session: &SessionInfo,
@@ -208,44 +258,110 @@ impl Gateway {
         let headers = HeaderBlock::parse(&tx.body);
         checks::header_checks(&headers)?;
         let mut by_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
         for rcpt in &tx.recipients {
-            // Accepted at RCPT time; a domain removed since then is relayed
-            // nowhere.
-            let tenant = self
-                .receiving_tenant(rcpt)?
-                .ok_or_else(texts::relaying_denied)?;
-            by_tenant.entry(tenant).or_default().push(rcpt.clone());
+            // A recipient the rules refuse now refuses the whole message:
+            // the sender learns it, rather than one recipient vanishing.
+            let (tenant, plan) = self.route_recipient(session, rcpt)?;
+            by_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .push(rcpt.clone());
+            match plans.get_mut(&tenant) {
+                Some(known) => known.merge(plan),
+                None => {
+                    plans.insert(tenant, plan);
+                }
+            }
         }
-        // DKIM is verified on the message as it arrived, before scanning
-        // may strip a part (which would break the body hash).
-        let auth_results = self.dkim.authentication_results(&tx.body).await;
+        let received_at_ms = received::now_ms();
+        // Verified on the message as it arrived, before scanning may strip
+        // a part (which would break a DKIM body hash).
+        let envelope = Envelope {
+            ip: session.peer.ip(),
+            helo: session.helo.as_deref().unwrap_or("unknown"),
+            mail_from: &tx.mail_from,
+        };
+        let auth = self.inbound_auth.check(&envelope, &tx.body).await;
+        if auth.dmarc_rejects() && self.enforces_dmarc(by_tenant.keys())? {
+            return Err(texts::dmarc_reject(&auth.dmarc_domain));
+        }
         let ctx = ScanContext::inbound(id, &by_tenant, &tx.mail_from, session.peer.ip());
-        let screened = self.scanner.screen(&ctx, tx.body).await?;
-        let meta = serde_json::json!({ "scan": screened.meta() });
+        let screened = if plans.values().any(|p| p.scan) {
+            self.scanner.screen(&ctx, tx.body).await?
+        } else {
+            Screened::unscanned(tx.body)
+        };
+        let virus = match screened.verdict {
+            None => SesStatus::Disabled,
+            Some(Verdict::Pass) => SesStatus::Pass,
+            Some(Verdict::Fail) => SesStatus::Fail,
+            Some(Verdict::ProcessingFailed) => SesStatus::ProcessingFailed,
+        };
+        let scan_meta = screened.meta();
         let scanned = screened.body;
         let headers = HeaderBlock::parse(&scanned);
-        let mut stamp = vec![
-            self.received_header(session, id, &tx.recipients),
-            auth_results,
-        ];
+        let mut stamp = vec![self.received_header(session, id, &tx.recipients)];
+        stamp.extend(auth.headers.iter().cloned());
         if headers.count("Message-ID") == 0 {
             stamp.push(format!("Message-ID: <{id}@{}>\r\n", self.hostname));
         }
-        // Results claiming to come from us can only be forged (RFC 8601 5).
-        let body = headers.rewrite_where(|field, raw| self.forged_results(field, raw), &stamp);
-        Ok(by_tenant
+        // A failed p=reject kept because the tenant does not enforce DMARC
+        // is at least as suspect as a quarantined one.
+        let flagged = auth.dmarc_quarantines() || auth.dmarc_rejects();
+        Ok(plans
             .into_iter()
-            .map(|(tenant, recipients)| NewEntry {
-                message_id: id.clone(),
-                tenant,
-                direction: Direction::Inbound,
-                mail_from: tx.mail_from.clone(),
-                source: tx.mail_from.clone(),
-                recipients,
-                body: body.clone(),
-                meta: meta.clone(),
+            .map(|(tenant, plan)| {
+                let recipients = by_tenant.remove(&tenant).unwrap_or_default();
+                let mut lines = stamp.clone();
+                lines.extend(plan.header_lines());
+                // Results claiming to come from us can only be forged (RFC 8601 5).
+                let body =
+                    headers.rewrite_where(|field, raw| self.forged_results(field, raw), &lines);
+                let meta = serde_json::json!({
+                    "scan": scan_meta,
+                    "receipt": {
+                        "timestamp": crate::control::iso8601_millis(received_at_ms),
+                        "recipients": recipients,
+                        "spfVerdict": auth.spf.verdict(),
+                        "dkimVerdict": auth.dkim.verdict(),
+                        "dmarcVerdict": auth.dmarc.verdict(),
+                        "dmarcPolicy": auth.dmarc_policy,
+                        "virusVerdict": virus.verdict(),
+                        // sesame has no spam filter: nothing is judged.
+                        "spamVerdict": SesStatus::Gray.verdict(),
+                    },
+                    "flagged": flagged,
+                    "store": plan.stores(),
+                    "rules": plan.rules,
+                });
+                NewEntry {
+                    message_id: id.clone(),
+                    tenant,
+                    direction: Direction::Inbound,
+                    mail_from: tx.mail_from.clone(),
+                    source: tx.mail_from.clone(),
+                    recipients,
+                    body,
+                    meta,
+                }
             })
             .collect())
+    }
+
+    /// The strictest setting among the receiving tenants: one reply answers
+    /// all of them.
+    fn enforces_dmarc<'a>(&self, tenants: impl Iterator<Item = &'a String>) -> Result<bool, Reply> {
+        for tenant in tenants {
+            let row = self.control.tenant(tenant).map_err(|e| {
+                tracing::error!(tenant, error = %format!("{e:#}"), "control database lookup failed");
+                texts::temporary_failure()
+            })?;
+            if row.is_some_and(|t| t.dmarc_enforce) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn forged_results(&self, field: &crate::proto::headers::Field, raw: &[u8]) -> bool {

@@ -4,6 +4,7 @@
 mod dev;
 mod gateway;
 mod listener;
+mod received;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -54,7 +55,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         queue,
         scanner,
         signer: Signer::new(control.clone())?,
-        dkim: crate::checks::dkim::DkimVerifier::new(&config.dns.nameservers, &config.hostname)?,
+        inbound_auth: crate::checks::inbound::InboundAuth::new(
+            &config.dns.nameservers,
+            &config.hostname,
+        )?,
         default_mail_from_domain: config.default_mail_from_domain().to_string(),
         hostname: config.hostname.clone(),
         region: config.region.clone(),

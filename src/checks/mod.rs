@@ -1,6 +1,6 @@
 //! Policy checks run after the final dot, before anything is queued.
 
-pub mod dkim;
+pub mod inbound;
 
 use mail_parser::MessageParser;
 

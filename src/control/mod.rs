@@ -6,6 +6,7 @@ mod credentials;
 mod domains;
 mod events;
 mod identities;
+mod rules;
 pub mod seal;
 mod suppression;
 mod tenants;
@@ -100,6 +101,9 @@ impl Control {
             .context("control.db events schema")?;
         conn.execute_batch(suppression::SCHEMA)
             .context("control.db suppression schema")?;
+        conn.execute_batch(rules::SCHEMA)
+            .context("control.db receipt rules schema")?;
+        rules::seed_default_rules(&conn)?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

@@ -15,11 +15,26 @@ pub struct Tenant {
     /// Overrides `scan.on_infected`; absent means the configured default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_infected: Option<InfectedAction>,
+    /// Refuse mail whose DMARC check fails under the sender's `p=reject`.
+    pub dmarc_enforce: bool,
 }
 
 /// Adds the columns that later versions introduced to an older control.db.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
-    super::ensure_column(conn, "tenants", "on_infected", "TEXT")
+    super::ensure_column(conn, "tenants", "on_infected", "TEXT")?;
+    super::ensure_column(
+        conn,
+        "tenants",
+        "dmarc_enforce",
+        "INTEGER NOT NULL DEFAULT 1",
+    )?;
+    // 0 until the tenant got its default receipt rule (see `rules`).
+    super::ensure_column(
+        conn,
+        "tenants",
+        "rules_seeded",
+        "INTEGER NOT NULL DEFAULT 0",
+    )
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
@@ -29,6 +44,7 @@ fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
         sandbox: r.get(1)?,
         delivery: r.get(2)?,
         on_infected: on_infected.as_deref().and_then(InfectedAction::parse),
+        dmarc_enforce: r.get(4)?,
     })
 }
 
@@ -56,6 +72,7 @@ impl Control {
         if inserted == 0 {
             bail!("tenant '{name}' already exists");
         }
+        super::rules::seed_default_rules(&self.db())?;
         self.tenant(name)?.context("tenant vanished")
     }
 
@@ -71,7 +88,7 @@ impl Control {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, sandbox, delivery, on_infected FROM tenants WHERE name = ?1",
+                "SELECT name, sandbox, delivery, on_infected, dmarc_enforce FROM tenants WHERE name = ?1",
                 [name],
                 tenant_row,
             )
@@ -85,8 +102,9 @@ impl Control {
 
     pub fn tenants(&self) -> anyhow::Result<Vec<Tenant>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare("SELECT name, sandbox, delivery, on_infected FROM tenants ORDER BY name")?;
+        let mut stmt = db.prepare(
+            "SELECT name, sandbox, delivery, on_infected, dmarc_enforce FROM tenants ORDER BY name",
+        )?;
         let rows = stmt.query_map([], tenant_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -110,6 +128,15 @@ impl Control {
         self.db().execute(
             "UPDATE tenants SET delivery = ?2 WHERE name = ?1",
             params![name, delivery],
+        )?;
+        self.require_tenant(name)
+    }
+
+    pub fn set_dmarc_enforce(&self, name: &str, enforce: bool) -> anyhow::Result<Tenant> {
+        self.require_tenant(name)?;
+        self.db().execute(
+            "UPDATE tenants SET dmarc_enforce = ?2 WHERE name = ?1",
+            params![name, enforce],
         )?;
         self.require_tenant(name)
     }

@@ -252,3 +252,36 @@ pub fn too_large_to_scan(name: &str, size: usize) -> Reply {
         ),
     )
 }
+
+/// No receipt rule of the recipient domain's tenant covers the address
+/// (SES's reply).
+pub fn mailbox_does_not_exist() -> Reply {
+    Reply::new(550, "5.1.1", "Mailbox does not exist")
+}
+
+/// The tenant's IP address filters block the client.
+pub fn ip_filtered() -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        "Message rejected: the sending IP address is blocked by the recipient's IP address filter",
+    )
+}
+
+/// The message fails DMARC and the author domain publishes `p=reject`.
+pub fn dmarc_reject(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        format!(
+            "Message rejected: email from {domain} failed DMARC and the domain's policy is reject"
+        ),
+    )
+}
+
+/// A receipt rule's bounce action: the operator's code, status and text
+/// (validated when the rule was added). The status is written into the
+/// text because enhanced codes here are fixed strings.
+pub fn rule_bounce(code: u16, status: &str, message: &str) -> Reply {
+    Reply::plain(code, format!("{status} {message}"))
+}

@@ -15,7 +15,6 @@ mod parts;
 mod policy;
 mod strip;
 mod verdict;
-mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -98,6 +97,16 @@ pub struct Screened {
 }
 
 impl Screened {
+    /// Not scanned (scanning off, or a receipt rule with `scanEnabled`
+    /// false): no verdict claimed, and a forged verdict header removed.
+    pub fn unscanned(body: Vec<u8>) -> Screened {
+        Screened {
+            body: strip::set_verdict(body, None),
+            verdict: None,
+            parts: Vec::new(),
+        }
+    }
+
     /// The `scan` member of a queue entry's metadata.
     pub fn meta(&self) -> serde_json::Value {
         serde_json::json!({
@@ -143,11 +152,7 @@ impl Scanner {
     /// header set) with the verdicts behind it, or the reply that refuses it.
     pub async fn screen(&self, ctx: &ScanContext<'_>, body: Vec<u8>) -> Result<Screened, Reply> {
         if !self.config.enabled {
-            return Ok(Screened {
-                body: strip::set_verdict(body, None),
-                verdict: None,
-                parts: Vec::new(),
-            });
+            return Ok(Screened::unscanned(body));
         }
         let started = Instant::now();
         // Parsing and decoding a 40 MB message is CPU work: off the reactor.

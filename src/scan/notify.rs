@@ -13,11 +13,11 @@ use super::ScanContext;
 use super::policy::Action;
 use super::strip::text_body;
 use super::verdict::{PartVerdict, Verdict, printable};
-use super::webhook::Webhook;
 use crate::config::ScanConfig;
 use crate::control::{Control, MailInfo, iso8601_millis, ses_event};
 use crate::queue::{Direction, NewEntry, Queue};
 use crate::types::MessageId;
+use crate::webhook::Webhook;
 
 /// The queue's tenant for sesame's own mail to the operator. `@` cannot
 /// appear in a tenant name, so no tenant can own (or read) these.

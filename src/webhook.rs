@@ -1,4 +1,5 @@
-//! POSTs notification JSON to `scan.notify_webhook` from a background task,
+//! POSTs notification JSON (scan detections to `scan.notify_webhook`, SES
+//! `Received` notifications of receipt rules) from a background task,
 //! retrying with exponential backoff, so a slow or failing endpoint never
 //! delays an SMTP reply. Retries live in memory: a restart drops the ones
 //! still pending (the event in control.db stays).

@@ -1,0 +1,272 @@
+//! SPF, DKIM and DMARC for mail received on MX (mail-auth, resolving on the
+//! configured nameservers). Run on the message exactly as it arrived,
+//! before scanning strips anything, so that a stripped attachment can never
+//! turn a valid signature into a failure.
+//!
+//! The results become two header fields (`Authentication-Results`,
+//! `Received-SPF`) and SES verdicts. DNS trouble is a temporary error
+//! (PROCESSING_FAILED), never a failure: DMARC is only enforced on answers.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dmarc::Policy;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, ReceivedSpf, SpfOutput, SpfResult,
+};
+use serde::Serialize;
+
+use crate::dns::resolver;
+use crate::proto::headers::HeaderBlock;
+
+/// All the lookups of one message together; a resolver that answers
+/// nothing gives up per query well before this (see `resolver_settings`).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An SES verdict status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SesStatus {
+    Pass,
+    Fail,
+    /// Nothing to judge by (no record, no signature).
+    Gray,
+    /// DNS trouble or a broken record: nothing could be concluded.
+    ProcessingFailed,
+    /// Not checked on purpose (scanning off for this mail).
+    Disabled,
+}
+
+impl SesStatus {
+    /// `{"status": "PASS"}`, the shape of every SES verdict.
+    pub fn verdict(self) -> serde_json::Value {
+        serde_json::json!({ "status": self })
+    }
+}
+
+/// What the checks concluded about one message.
+#[derive(Debug, Clone)]
+pub struct AuthReport {
+    /// `Authentication-Results` and `Received-SPF`, complete lines.
+    pub headers: Vec<String>,
+    pub spf: SesStatus,
+    pub dkim: SesStatus,
+    pub dmarc: SesStatus,
+    /// The author domain's policy (`none`, `quarantine`, `reject`), only
+    /// when DMARC failed: as SES reports `dmarcPolicy`.
+    pub dmarc_policy: Option<&'static str>,
+    /// The RFC 5322 From domain DMARC was evaluated for.
+    pub dmarc_domain: String,
+}
+
+impl AuthReport {
+    pub fn dmarc_rejects(&self) -> bool {
+        self.dmarc_policy == Some("reject")
+    }
+
+    pub fn dmarc_quarantines(&self) -> bool {
+        self.dmarc_policy == Some("quarantine")
+    }
+}
+
+/// Who sent the message, as the SMTP session saw it.
+pub struct Envelope<'a> {
+    pub ip: IpAddr,
+    /// The HELO/EHLO name ("unknown" when the client gave none).
+    pub helo: &'a str,
+    /// MAIL FROM; empty for the null sender.
+    pub mail_from: &'a str,
+}
+
+pub struct InboundAuth {
+    authenticator: MessageAuthenticator,
+    hostname: String,
+}
+
+impl InboundAuth {
+    /// Looks records up on `nameservers` (`ip:port`; empty: the system's).
+    pub fn new(nameservers: &[String], hostname: &str) -> anyhow::Result<InboundAuth> {
+        let (config, options) = resolver::resolver_settings(nameservers)?;
+        let authenticator = MessageAuthenticator::new(config, options)
+            .map_err(|e| anyhow::anyhow!("SPF/DKIM/DMARC resolver: {e}"))?;
+        Ok(InboundAuth {
+            authenticator,
+            hostname: hostname.to_string(),
+        })
+    }
+
+    pub async fn check(&self, envelope: &Envelope<'_>, raw: &[u8]) -> AuthReport {
+        match tokio::time::timeout(CHECK_TIMEOUT, self.run(envelope, raw)).await {
+            Ok(report) => report,
+            Err(_) => {
+                tracing::warn!(ip = %envelope.ip, "SPF/DKIM/DMARC checks timed out");
+                self.timed_out(envelope)
+            }
+        }
+    }
+
+    async fn run(&self, envelope: &Envelope<'_>, raw: &[u8]) -> AuthReport {
+        let host = self.hostname.as_str();
+        let Envelope {
+            ip,
+            helo,
+            mail_from,
+        } = *envelope;
+        // SPF of MAIL FROM; of the HELO name for the null sender (RFC 7208 2.4).
+        let spf = if mail_from.is_empty() {
+            let params = SpfParameters::verify_ehlo(ip, helo, host);
+            self.authenticator.verify_spf(params).await
+        } else {
+            let params = SpfParameters::verify_mail_from(ip, helo, host, mail_from);
+            self.authenticator.verify_spf(params).await
+        };
+        let spf_part = if mail_from.is_empty() {
+            AuthenticationResults::new("").with_spf_ehlo_result(&spf, ip, helo)
+        } else {
+            AuthenticationResults::new("").with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+        }
+        .to_string();
+        let received_spf = ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header();
+        let spf_status = spf_status(&spf);
+
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return AuthReport {
+                headers: vec![
+                    format!(
+                        "Authentication-Results: {host}{spf_part};\r\n\tdkim=permerror (unparsable message);\r\n\tdmarc=permerror\r\n"
+                    ),
+                    received_spf,
+                ],
+                spf: spf_status,
+                dkim: SesStatus::ProcessingFailed,
+                dmarc: SesStatus::ProcessingFailed,
+                dmarc_policy: None,
+                dmarc_domain: String::new(),
+            };
+        };
+        let dkim = self.authenticator.verify_dkim(&message).await;
+        let from_domain = super::first_from(&HeaderBlock::parse(raw))
+            .map(|a| a.domain().to_string())
+            .unwrap_or_default();
+        let dkim_part = if dkim.is_empty() {
+            ";\r\n\tdkim=none".to_string()
+        } else {
+            AuthenticationResults::new("")
+                .with_dkim_results(&dkim, &from_domain)
+                .to_string()
+        };
+        let mail_from_domain = match mail_from.rsplit_once('@') {
+            Some((_, domain)) => domain,
+            None => helo,
+        };
+        let dmarc = self
+            .authenticator
+            .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
+                &message,
+                &dkim,
+                mail_from_domain,
+                &spf,
+            ))
+            .await;
+        let dmarc_part = AuthenticationResults::new("")
+            .with_dmarc_result(&dmarc)
+            .to_string();
+        let dmarc_status = dmarc_status(&dmarc, &spf, &dkim);
+        AuthReport {
+            headers: vec![
+                format!("Authentication-Results: {host}{spf_part}{dkim_part}{dmarc_part}\r\n"),
+                received_spf,
+            ],
+            spf: spf_status,
+            dkim: dkim_status(&dkim),
+            dmarc: dmarc_status,
+            dmarc_policy: (dmarc_status == SesStatus::Fail).then(|| policy_name(dmarc.policy())),
+            dmarc_domain: dmarc.domain().to_string(),
+        }
+    }
+
+    /// The report when DNS never answered in time: temporary errors only.
+    fn timed_out(&self, envelope: &Envelope<'_>) -> AuthReport {
+        let host = &self.hostname;
+        let spf = SpfOutput::new(String::new()).with_result(SpfResult::TempError);
+        AuthReport {
+            headers: vec![
+                format!(
+                    "Authentication-Results: {host};\r\n\tspf=temperror (DNS timeout);\r\n\tdkim=temperror (DNS timeout);\r\n\tdmarc=temperror (DNS timeout)\r\n"
+                ),
+                ReceivedSpf::new(&spf, envelope.ip, envelope.helo, envelope.mail_from, host)
+                    .to_header(),
+            ],
+            spf: SesStatus::ProcessingFailed,
+            dkim: SesStatus::ProcessingFailed,
+            dmarc: SesStatus::ProcessingFailed,
+            dmarc_policy: None,
+            dmarc_domain: String::new(),
+        }
+    }
+}
+
+/// SES: FAIL covers softfail; GRAY is "no policy" (none, neutral).
+fn spf_status(spf: &SpfOutput) -> SesStatus {
+    match spf.result() {
+        SpfResult::Pass => SesStatus::Pass,
+        SpfResult::Fail | SpfResult::SoftFail => SesStatus::Fail,
+        SpfResult::Neutral | SpfResult::None => SesStatus::Gray,
+        SpfResult::TempError | SpfResult::PermError => SesStatus::ProcessingFailed,
+    }
+}
+
+/// PASS when any signature verifies; GRAY when there is none.
+fn dkim_status(dkim: &[DkimOutput<'_>]) -> SesStatus {
+    let any = |f: fn(&DkimResult) -> bool| dkim.iter().any(|o| f(o.result()));
+    if dkim.is_empty() {
+        SesStatus::Gray
+    } else if any(|r| *r == DkimResult::Pass) {
+        SesStatus::Pass
+    } else if any(|r| matches!(r, DkimResult::TempError(_))) {
+        SesStatus::ProcessingFailed
+    } else {
+        SesStatus::Fail
+    }
+}
+
+/// A DMARC failure only counts when every input was an answer: a DNS error
+/// on SPF or on a DKIM key could be what made the aligned check fail, and
+/// refusing (p=reject) on a DNS hiccup would lose good mail.
+fn dmarc_status(dmarc: &DmarcOutput, spf: &SpfOutput, dkim: &[DkimOutput<'_>]) -> SesStatus {
+    let temp = |r: &DmarcResult| matches!(r, DmarcResult::TempError(_));
+    if *dmarc.spf_result() == DmarcResult::Pass || *dmarc.dkim_result() == DmarcResult::Pass {
+        return SesStatus::Pass;
+    }
+    if temp(dmarc.spf_result()) || temp(dmarc.dkim_result()) {
+        return SesStatus::ProcessingFailed;
+    }
+    if dmarc.dmarc_record().is_none() {
+        return match (dmarc.spf_result(), dmarc.dkim_result()) {
+            (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => {
+                SesStatus::ProcessingFailed
+            }
+            _ => SesStatus::Gray,
+        };
+    }
+    let inputs_failed_on_dns = spf.result() == SpfResult::TempError
+        || dkim
+            .iter()
+            .any(|o| matches!(o.result(), DkimResult::TempError(_)));
+    if inputs_failed_on_dns {
+        SesStatus::ProcessingFailed
+    } else {
+        SesStatus::Fail
+    }
+}
+
+fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::Reject => "reject",
+        Policy::Quarantine => "quarantine",
+        Policy::None | Policy::Unspecified => "none",
+    }
+}
