@@ -21,7 +21,7 @@ fn tenant_create_list_set() {
     let created = s.create_tenant("acme");
     assert_eq!(
         created,
-        json!({"name": "acme", "sandbox": true, "delivery": "capture"})
+        json!({"name": "acme", "sandbox": true, "delivery": "capture", "dmarc_enforce": true})
     );
     s.create_tenant("beta");
 

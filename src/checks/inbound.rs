@@ -123,12 +123,16 @@ impl InboundAuth {
             let params = SpfParameters::verify_mail_from(ip, helo, host, mail_from);
             self.authenticator.verify_spf(params).await
         };
+        // Each method part is rendered alone and joined below, in the
+        // order spf, dkim, dmarc (the builder cannot say `dkim=none`).
+        // Rendering writes the hostname first: it is cut off again.
         let spf_part = if mail_from.is_empty() {
-            AuthenticationResults::new("").with_spf_ehlo_result(&spf, ip, helo)
+            AuthenticationResults::new(host).with_spf_ehlo_result(&spf, ip, helo)
         } else {
-            AuthenticationResults::new("").with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+            AuthenticationResults::new(host).with_spf_mailfrom_result(&spf, ip, mail_from, helo)
         }
-        .to_string();
+        .to_string()
+        .split_off(host.len());
         let received_spf = ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header();
         let spf_status = spf_status(&spf);
 
@@ -171,10 +175,15 @@ impl InboundAuth {
                 &spf,
             ))
             .await;
-        let dmarc_part = AuthenticationResults::new("")
-            .with_dmarc_result(&dmarc)
-            .to_string();
         let dmarc_status = dmarc_status(&dmarc, &spf, &dkim);
+        // Written here, not by mail-auth's builder: that one says
+        // `dmarc=none` when a record exists but neither SPF nor DKIM passed.
+        let dmarc_part = format!(
+            ";\r\n\tdmarc={} header.from={} policy.dmarc={}",
+            dmarc_method_result(dmarc_status),
+            pvalue(dmarc.domain()),
+            dmarc.policy()
+        );
         AuthReport {
             headers: vec![
                 format!("Authentication-Results: {host}{spf_part}{dkim_part}{dmarc_part}\r\n"),
@@ -260,6 +269,30 @@ fn dmarc_status(dmarc: &DmarcOutput, spf: &SpfOutput, dkim: &[DkimOutput<'_>]) -
         SesStatus::ProcessingFailed
     } else {
         SesStatus::Fail
+    }
+}
+
+/// RFC 8601 result names for the SES statuses.
+fn dmarc_method_result(status: SesStatus) -> &'static str {
+    match status {
+        SesStatus::Pass => "pass",
+        SesStatus::Fail => "fail",
+        SesStatus::Gray | SesStatus::Disabled => "none",
+        SesStatus::ProcessingFailed => "temperror",
+    }
+}
+
+/// A domain as a header property value: only what a domain may hold (the
+/// From header is the sender's to write).
+fn pvalue(domain: &str) -> String {
+    let clean: String = domain
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    if clean.is_empty() {
+        "unknown".into()
+    } else {
+        clean
     }
 }
 
