@@ -3,24 +3,30 @@
 //! the wire, add-header in the stored message, stop, webhooks received by
 //! an HTTP server the test runs, TLS Require, and IP filters.
 
+mod clamav;
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, UdpSocket};
-use std::sync::mpsc;
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use base64::Engine;
+use clamav::{Clamd, EICAR, webhook_server};
 use common::*;
 use serde_json::{Value, json};
 
 /// A sesame receiving for acme.test. Its nameserver is a closed loopback
 /// port: the checks fail fast and never leave the machine.
 fn start() -> Sesame {
+    start_with("")
+}
+
+fn start_with(extra: &str) -> Sesame {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let closed = udp.local_addr().unwrap();
     drop(udp);
-    let s = Sesame::start(Options::new().extra(&format!("[dns]\nnameservers = [\"{closed}\"]\n")));
+    let s = Sesame::start(
+        Options::new().extra(&format!("[dns]\nnameservers = [\"{closed}\"]\n{extra}")),
+    );
     s.create_tenant("acme");
     s.add_identity("acme", "acme.test", true);
     s
@@ -247,48 +253,13 @@ fn bounce_add_header_and_stop() {
     );
 }
 
-/// A one-shot HTTP server: each request's body goes to the channel.
-fn http_server() -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/received", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { break };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            if tx.send((request_line, body)).is_err() {
-                break;
-            }
-        }
-    });
-    (url, rx)
-}
-
 /// The webhook action posts SES's Received notification, with the raw
-/// message when asked; a rule without store leaves `store: false`.
+/// message when asked, retrying after a 503; a rule without store leaves
+/// `store: false`.
 #[test]
 fn webhook_posts_the_received_notification() {
     let s = start();
-    let (url, posts) = http_server();
+    let (url, posts) = webhook_server(&[503, 200]);
     s.cli_ok(&[
         "rule",
         "add",
@@ -302,14 +273,16 @@ fn webhook_posts_the_received_notification() {
         ),
     ]);
     let id = deliver(&s, &["hooked@acme.test"], "notify me");
-    let (request_line, body) = posts
+    let refused = posts
         .recv_timeout(PATIENCE)
         .expect("no webhook POST arrived");
-    assert!(
-        request_line.starts_with("POST /hooks/received "),
-        "{request_line}"
-    );
-    let n: Value = serde_json::from_slice(&body).unwrap();
+    let post = posts
+        .recv_timeout(PATIENCE)
+        .expect("the webhook POST was not retried");
+    assert_eq!(post.body, refused.body);
+    assert_eq!(post.path, "/hooks/virus?token=secret");
+    assert_eq!(post.content_type, "application/json");
+    let n = post.body;
     assert_eq!(n["notificationType"], "Received", "{n:#}");
     assert_eq!(
         n["receipt"]["recipients"],
@@ -341,7 +314,11 @@ fn webhook_posts_the_received_notification() {
     let content = base64::engine::general_purpose::STANDARD
         .decode(n["content"].as_str().expect("content"))
         .unwrap();
-    assert_eq!(String::from_utf8(content).unwrap(), s.queued_body(&id));
+    // The sqlite3 CLI ends what it prints with a newline.
+    assert_eq!(
+        format!("{}\n", String::from_utf8(content).unwrap()),
+        s.queued_body(&id)
+    );
     let m = meta(&s, &id);
     assert_eq!(m["store"], false, "{m:#}");
     assert!(
@@ -350,8 +327,55 @@ fn webhook_posts_the_received_notification() {
         "{}",
         s.logs()
     );
-    // Exactly one POST for one message and one webhook action.
+    // Delivered on the second attempt: nothing more is posted.
     assert!(posts.recv_timeout(Duration::from_millis(0)).is_err());
+}
+
+/// `scanEnabled: false` keeps clamd away from the mail of that rule (the
+/// EICAR attachment stays, virusVerdict DISABLED), while mail of the
+/// default rule is scanned and stripped.
+#[test]
+fn scan_enabled_false_skips_clamd_for_its_mail() {
+    let clamd = Clamd::start();
+    let s = start_with(&format!(
+        "[scan]\nenabled = true\nclamd = {:?}\ntimeout_secs = 20\n",
+        clamd.url()
+    ));
+    s.cli_ok(&[
+        "rule",
+        "add",
+        "acme",
+        "--position",
+        "1",
+        "--json",
+        r#"{"name":"raw","recipients":["raw@acme.test"],"scanEnabled":false,"actions":[{"type":"store"},{"type":"stop"}]}"#,
+    ]);
+    let files = tempfile::tempdir().unwrap();
+    let eicar = files.path().join("eicar.com");
+    std::fs::write(&eicar, EICAR).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&EICAR.as_bytes()[..45]);
+    let send = |to: &str| {
+        swaks(&[
+            "--server",
+            &s.server_arg("mx"),
+            "--from",
+            "someone@external.example",
+            "--to",
+            to,
+            "--attach",
+            &format!("@{}", eicar.display()),
+        ])
+        .expect_accepted()
+    };
+    let id = send("raw@acme.test");
+    assert!(s.queued_body(&id).contains(&b64), "{}", s.queued_body(&id));
+    let m = meta(&s, &id);
+    assert_eq!(m["receipt"]["virusVerdict"]["status"], "DISABLED", "{m:#}");
+    assert_eq!(m["scan"]["verdict"], "DISABLED", "{m:#}");
+
+    let id = send("info@acme.test");
+    assert!(!s.queued_body(&id).contains(&b64), "{}", s.queued_body(&id));
+    assert_eq!(meta(&s, &id)["receipt"]["virusVerdict"]["status"], "FAIL");
 }
 
 #[test]
