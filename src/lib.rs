@@ -16,5 +16,6 @@ pub mod queue;
 pub mod scan;
 pub mod session;
 pub mod signing;
+pub mod store;
 pub mod tls;
 pub mod types;
