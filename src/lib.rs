@@ -3,6 +3,7 @@
 //! Layering (lower never imports higher): types, config, proto → control →
 //! auth, checks, queue → scan → session → app.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod checks;
