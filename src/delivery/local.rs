@@ -107,3 +107,110 @@ impl Transport for KeepSent {
         self.inner.deliver(message, recipients).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::delivery::capture::Capture;
+
+    fn message(tenant: &str, meta: Value) -> Outgoing {
+        Outgoing {
+            message_id: "id-1".into(),
+            tenant: tenant.into(),
+            mail_from: "ann@ext.test".into(),
+            body: Arc::new(b"Subject: hi\r\nMessage-ID: <m@ext.test>\r\n\r\nhi\r\n".to_vec()),
+            meta: Arc::new(meta),
+        }
+    }
+
+    fn rcpts() -> Vec<String> {
+        vec!["b@acme.test".into(), "c@acme.test".into()]
+    }
+
+    /// A store that cannot be written defers every recipient (the queue
+    /// retries); once it can be, the retry stores the message.
+    #[tokio::test]
+    async fn a_store_write_failure_defers_and_the_retry_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("tenants");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let stores = Arc::new(Stores::new(dir.path()));
+        let local = Local {
+            stores: stores.clone(),
+        };
+        let m = message("acme", Value::Null);
+        let out = local.deliver(&m, &rcpts()).await;
+        assert_eq!(out.len(), 2);
+        for o in &out {
+            assert!(
+                matches!(o, Outcome::Transient { response } if response.starts_with("451 4.3.0")),
+                "{o:?}"
+            );
+        }
+        let keep = KeepSent {
+            inner: Arc::new(Capture),
+            stores: stores.clone(),
+        };
+        let out = keep.deliver(&m, &rcpts()).await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Transient { .. })),
+            "nothing leaves unstored: {out:?}"
+        );
+
+        std::fs::remove_file(&blocker).unwrap();
+        let out = local.deliver(&m, &rcpts()).await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Delivered { .. })),
+            "{out:?}"
+        );
+        let stored = stores
+            .get("acme")
+            .unwrap()
+            .message("id-1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored["direction"], "inbound");
+    }
+
+    /// `store: false` (no receipt rule stores) delivers without storing;
+    /// gateway mail is never stored; captured mail is stored as such.
+    #[tokio::test]
+    async fn only_what_should_be_stored_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Arc::new(Stores::new(dir.path()));
+        let local = Local {
+            stores: stores.clone(),
+        };
+        let out = local
+            .deliver(&message("acme", json!({"store": false})), &rcpts())
+            .await;
+        assert!(out.iter().all(|o| matches!(o, Outcome::Delivered { .. })));
+        assert!(
+            stores
+                .get("acme")
+                .unwrap()
+                .message("id-1")
+                .unwrap()
+                .is_none()
+        );
+
+        let keep = KeepSent {
+            inner: Arc::new(Capture),
+            stores: stores.clone(),
+        };
+        keep.deliver(&message("@system", Value::Null), &rcpts())
+            .await;
+        assert!(!dir.path().join("tenants/@system").exists());
+        let out = keep.deliver(&message("beta", Value::Null), &rcpts()).await;
+        assert!(out.iter().all(|o| matches!(o, Outcome::Delivered { .. })));
+        let stored = stores
+            .get("beta")
+            .unwrap()
+            .message("id-1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored["direction"], "captured");
+    }
+}
