@@ -34,7 +34,25 @@ pub struct Config {
     pub dns_server: DnsServerConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The tenant HTTP API; absent means no API.
+    pub api: Option<ApiConfig>,
     pub dev: Option<DevConfig>,
+}
+
+/// The tenant HTTP API (`[api]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `ip:port`; port 0 picks a free port (reported in the ready line).
+    pub listen: String,
+}
+
+impl ApiConfig {
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen
+            .parse()
+            .with_context(|| format!("config: api.listen '{}' is not an ip:port", self.listen))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -570,12 +588,26 @@ impl Config {
                     l.bind
                 );
             }
+            // The dev API key is as public as the dev SMTP password.
+            if let Some(api) = &self.api
+                && !api.addr()?.ip().is_loopback()
+            {
+                bail!(
+                    "config: dev.enabled provisions a fixed API key, which is refused while \
+                     api.listen is the non-loopback address {}; bind it to 127.0.0.1 or set \
+                     dev.enabled = false",
+                    api.listen
+                );
+            }
             if crate::types::normalize_domain(&dev.domain).is_none() {
                 bail!("config: dev.domain '{}' is not a domain name", dev.domain);
             }
         }
         self.scan.validate()?;
         self.delivery.validate()?;
+        if let Some(api) = &self.api {
+            api.addr()?;
+        }
         Ok(())
     }
 }
@@ -676,6 +708,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("dev.enabled"), "{err}");
+    }
+
+    #[test]
+    fn the_api_needs_an_address_and_loopback_in_dev_mode() {
+        let err = parse("[api]\nlisten = \"8025\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("api.listen"), "{err:#}");
+        let err = parse(
+            "[api]\nlisten = \"0.0.0.0:8025\"\n[dev]\nenabled = true\ntenant = \"dev\"\n\
+             domain = \"dev.sesame.test\"\nusername = \"dev\"\npassword = \"dev\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("api.listen"), "{err:#}");
+        let config = parse("[api]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(config.api.unwrap().addr().unwrap().port(), 0);
+        assert!(parse("").unwrap().api.is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Layering (lower never imports higher): types, config, proto → control →
 //! auth, checks, queue → scan → session → app.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod checks;
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod scan;
 pub mod session;
 pub mod signing;
+pub mod store;
 pub mod tls;
 pub mod types;
 pub mod webhook;

@@ -61,6 +61,9 @@ enum Command {
     /// Inspect the event log (SES-shaped notifications).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Manage API keys for the tenant HTTP API.
+    #[command(subcommand)]
+    Apikey(cli::apikey::ApiKeyCommand),
     /// Health of what the gateway depends on (clamd); exits 1 when scanning
     /// is enabled and clamd is unreachable.
     Status {
@@ -295,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain(command) => cli::domain::run(command, &config, &control),
         Command::Rule(command) => cli::rule::run_rule(command, &control),
         Command::IpFilter(command) => cli::rule::run_ip_filter(command, &control),
+        Command::Apikey(command) => cli::apikey::run(command, &control),
         Command::Queue(QueueCommand::Show { message_id }) => {
             let body = sesame::queue::body(&config.data_dir, &message_id)?
                 .ok_or_else(|| anyhow::anyhow!("no queued message '{message_id}'"))?;

@@ -1,5 +1,5 @@
-//! The offline developer set-up: a tenant, a verified domain and a static
-//! credential, provisioned idempotently at every start.
+//! The offline developer set-up: a tenant, a verified domain, a static
+//! credential and a fixed API key, provisioned idempotently at every start.
 
 use crate::config::DevConfig;
 use crate::control::Control;
@@ -14,5 +14,7 @@ pub fn provision(control: &Control, dev: &DevConfig) -> anyhow::Result<()> {
     // without DNS.
     domains::ensure(control, &dev.tenant, &dev.domain, true)?;
     control.ensure_static_credential(&dev.tenant, &dev.username, &dev.password)?;
+    // Honoured by the API only while dev mode is on (like the credential).
+    control.ensure_static_api_key(&dev.tenant, crate::api::DEV_API_KEY)?;
     Ok(())
 }

@@ -87,6 +87,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut extra = Vec::new();
     let mut background = tokio::task::JoinSet::new();
+    let stores = Arc::new(crate::store::Stores::new(&config.data_dir));
+    if let Some(api) = &config.api {
+        let state = crate::api::ApiState {
+            control: control.clone(),
+            stores: stores.clone(),
+            allow_static: config.dev().is_some(),
+        };
+        let (addr, task) = crate::api::start(api, state, stop_rx.clone()).await?;
+        tracing::info!(%addr, "HTTP API listening");
+        if let Some(dev) = config.dev() {
+            tracing::warn!(
+                tenant = %dev.tenant,
+                "DEV MODE: fixed API key (loopback only): curl -H 'Authorization: Bearer {}' http://{addr}/v1/messages",
+                crate::api::DEV_API_KEY
+            );
+        }
+        extra.push(("api".to_string(), addr.to_string()));
+        background.spawn(async move {
+            let _ = task.await;
+        });
+    }
     if config.dns_server.enabled {
         let (addr, task) =
             dns::server::start(config.clone(), control.clone(), stop_rx.clone()).await?;
@@ -99,15 +120,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.delivery.enabled {
         let resolver = Arc::new(dns::DnsResolver::new(&config.dns.nameservers)?);
         let timeout = Duration::from_secs(config.delivery.smtp_timeout_secs);
+        // What a tenant sends is kept in its store before it leaves.
+        let keep_sent = |inner: Arc<dyn crate::delivery::Transport>| {
+            Arc::new(crate::delivery::local::KeepSent {
+                inner,
+                stores: stores.clone(),
+            })
+        };
         let transports = crate::delivery::engine::Transports {
-            capture: Arc::new(crate::delivery::capture::Capture),
-            mx: Arc::new(crate::delivery::mx::Mx::new(
+            capture: keep_sent(Arc::new(crate::delivery::capture::Capture)),
+            mx: keep_sent(Arc::new(crate::delivery::mx::Mx::new(
                 resolver,
                 config.delivery.mx_port,
                 &config.hostname,
                 timeout,
-            )?),
-            simulator: Arc::new(crate::delivery::simulator::Simulator),
+            )?)),
+            simulator: keep_sent(Arc::new(crate::delivery::simulator::Simulator)),
+            local: Arc::new(crate::delivery::local::Local {
+                stores: stores.clone(),
+            }),
         };
         let engine = Arc::new(crate::delivery::Engine::new(
             &config,

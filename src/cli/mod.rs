@@ -1,5 +1,6 @@
 //! Subcommands of the `sesame` binary that need more than a line or two.
 
+pub mod apikey;
 pub mod domain;
 pub mod rule;
 

@@ -2,6 +2,7 @@
 //! credentials. SQLite in WAL mode with synchronous=FULL, so every change an
 //! operator makes survives a crash.
 
+mod apikeys;
 mod credentials;
 mod domains;
 mod events;
@@ -17,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context;
 use rusqlite::Connection;
 
+pub use apikeys::{ApiKeyInfo, ApiKeyOwner, NewApiKey};
 pub use credentials::{NewCredential, StoredCredential, ses_smtp_password};
 pub use domains::{
     DkimKey, Domain, KeyState, KeyType, MailFromBehavior, NewKey, StatusUpdate, Tracked,
@@ -104,6 +106,8 @@ impl Control {
         conn.execute_batch(rules::SCHEMA)
             .context("control.db receipt rules schema")?;
         rules::seed_default_rules(&conn)?;
+        conn.execute_batch(apikeys::SCHEMA)
+            .context("control.db api keys schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

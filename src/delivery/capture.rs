@@ -1,9 +1,9 @@
 //! The `capture` transport (the dev default): mail never leaves the
 //! machine. Each recipient is recorded `delivered` with transport `capture`
 //! on its queue.db row, and the queued entry (body included) is kept, so the
-//! message stays readable (`sesame queue show ID`) and the inbound-store
-//! work can pick captured mail up from queue.db
-//! (`status = 'delivered' AND transport = 'capture'`).
+//! message stays readable (`sesame queue show ID`). The copy in the
+//! tenant's store (direction `captured`) is written by `local::KeepSent`,
+//! which wraps this transport.
 
 use async_trait::async_trait;
 

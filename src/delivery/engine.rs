@@ -51,6 +51,8 @@ const SES_HEADERS: &[&str] = &[
 pub struct Transports {
     pub capture: Arc<dyn Transport>,
     pub mx: Arc<dyn Transport>,
+    /// Inbound mail into the tenant's store.
+    pub local: Arc<dyn Transport>,
     pub simulator: Arc<dyn Transport>,
 }
 
@@ -474,10 +476,9 @@ impl Engine {
         tenant: &str,
         outbound: bool,
     ) -> anyhow::Result<Result<Arc<dyn Transport>, String>> {
-        // Inbound mail is for a tenant's own store: captured (kept in
-        // queue.db) until the inbound-store transport exists.
+        // Inbound mail is for a tenant's own store.
         if !outbound {
-            return Ok(Ok(self.transports.capture.clone()));
+            return Ok(Ok(self.transports.local.clone()));
         }
         let mode = if tenant == SYSTEM_TENANT {
             self.system_transport.clone()

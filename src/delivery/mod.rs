@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod dsn;
 pub mod engine;
+pub mod local;
 pub mod mx;
 pub mod schedule;
 pub mod simulator;
