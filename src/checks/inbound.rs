@@ -115,14 +115,25 @@ impl InboundAuth {
             helo,
             mail_from,
         } = *envelope;
-        // SPF of MAIL FROM; of the HELO name for the null sender (RFC 7208 2.4).
-        let spf = if mail_from.is_empty() {
-            let params = SpfParameters::verify_ehlo(ip, helo, host);
-            self.authenticator.verify_spf(params).await
-        } else {
-            let params = SpfParameters::verify_mail_from(ip, helo, host, mail_from);
+        // SPF of MAIL FROM; of the HELO name for the null sender (RFC 7208
+        // 2.4). Looked up while DKIM keys are: on a DNS outage the waits
+        // overlap instead of adding up.
+        let spf = async {
+            let params = if mail_from.is_empty() {
+                SpfParameters::verify_ehlo(ip, helo, host)
+            } else {
+                SpfParameters::verify_mail_from(ip, helo, host, mail_from)
+            };
             self.authenticator.verify_spf(params).await
         };
+        let message = AuthenticatedMessage::parse(raw);
+        let dkim = async {
+            match &message {
+                Some(message) => self.authenticator.verify_dkim(message).await,
+                None => Vec::new(),
+            }
+        };
+        let (spf, dkim) = tokio::join!(spf, dkim);
         // Each method part is rendered alone and joined below, in the
         // order spf, dkim, dmarc (the builder cannot say `dkim=none`).
         // Rendering writes the hostname first: it is cut off again.
@@ -136,7 +147,7 @@ impl InboundAuth {
         let received_spf = ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header();
         let spf_status = spf_status(&spf);
 
-        let Some(message) = AuthenticatedMessage::parse(raw) else {
+        let Some(message) = &message else {
             return AuthReport {
                 headers: vec![
                     format!(
@@ -151,7 +162,6 @@ impl InboundAuth {
                 dmarc_domain: String::new(),
             };
         };
-        let dkim = self.authenticator.verify_dkim(&message).await;
         let from_domain = super::first_from(&HeaderBlock::parse(raw))
             .map(|a| a.domain().to_string())
             .unwrap_or_default();
@@ -169,7 +179,7 @@ impl InboundAuth {
         let dmarc = self
             .authenticator
             .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
-                &message,
+                message,
                 &dkim,
                 mail_from_domain,
                 &spf,
@@ -301,5 +311,88 @@ fn policy_name(policy: Policy) -> &'static str {
         Policy::Reject => "reject",
         Policy::Quarantine => "quarantine",
         Policy::None | Policy::Unspecified => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_auth::Error;
+    use mail_auth::common::parse::TxtRecordParser;
+    use mail_auth::dmarc::Dmarc;
+
+    fn spf(result: SpfResult) -> SpfOutput {
+        SpfOutput::new("sender.test".into()).with_result(result)
+    }
+
+    fn dmarc_with_record(record: &str) -> DmarcOutput {
+        DmarcOutput::new("sender.test".into()).with_record(std::sync::Arc::new(
+            Dmarc::parse(record.as_bytes()).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn spf_results_map_to_ses_verdicts() {
+        assert_eq!(spf_status(&spf(SpfResult::Pass)), SesStatus::Pass);
+        assert_eq!(spf_status(&spf(SpfResult::Fail)), SesStatus::Fail);
+        assert_eq!(spf_status(&spf(SpfResult::SoftFail)), SesStatus::Fail);
+        assert_eq!(spf_status(&spf(SpfResult::Neutral)), SesStatus::Gray);
+        assert_eq!(spf_status(&spf(SpfResult::None)), SesStatus::Gray);
+        assert_eq!(
+            spf_status(&spf(SpfResult::TempError)),
+            SesStatus::ProcessingFailed
+        );
+    }
+
+    #[test]
+    fn one_valid_signature_is_a_dkim_pass() {
+        assert_eq!(dkim_status(&[]), SesStatus::Gray);
+        let fail = DkimOutput::fail(Error::ParseError);
+        let temp = DkimOutput::temp_err(Error::Io("DNS timeout".into()));
+        assert_eq!(dkim_status(std::slice::from_ref(&fail)), SesStatus::Fail);
+        assert_eq!(
+            dkim_status(&[fail.clone(), temp.clone()]),
+            SesStatus::ProcessingFailed
+        );
+        assert_eq!(
+            dkim_status(&[fail, temp, DkimOutput::pass()]),
+            SesStatus::Pass
+        );
+    }
+
+    /// DMARC fails only on answers: with a record published, a DNS error
+    /// on SPF or on a DKIM key is PROCESSING_FAILED (never enforced).
+    #[test]
+    fn dmarc_never_fails_on_a_dns_error() {
+        let record = dmarc_with_record("v=DMARC1; p=reject");
+        assert_eq!(
+            dmarc_status(&record, &spf(SpfResult::Fail), &[]),
+            SesStatus::Fail
+        );
+        assert_eq!(
+            dmarc_status(&record, &spf(SpfResult::TempError), &[]),
+            SesStatus::ProcessingFailed
+        );
+        let temp = DkimOutput::temp_err(Error::Io("DNS timeout".into()));
+        assert_eq!(
+            dmarc_status(&record, &spf(SpfResult::Fail), &[temp]),
+            SesStatus::ProcessingFailed
+        );
+        let passed = record.clone().with_spf_result(DmarcResult::Pass);
+        assert_eq!(
+            dmarc_status(&passed, &spf(SpfResult::Pass), &[]),
+            SesStatus::Pass
+        );
+        let walk_failed = DmarcOutput::new("sender.test".into())
+            .with_spf_result(DmarcResult::TempError(Error::Io("DNS timeout".into())));
+        assert_eq!(
+            dmarc_status(&walk_failed, &spf(SpfResult::Pass), &[]),
+            SesStatus::ProcessingFailed
+        );
+        let no_record = DmarcOutput::new("sender.test".into());
+        assert_eq!(
+            dmarc_status(&no_record, &spf(SpfResult::Fail), &[]),
+            SesStatus::Gray
+        );
     }
 }
