@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     pub dev: Option<DevConfig>,
+    /// Absent: nothing talks to AWS.
+    pub aws: Option<crate::aws::settings::AwsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,6 +578,9 @@ impl Config {
         }
         self.scan.validate()?;
         self.delivery.validate()?;
+        if let Some(aws) = &self.aws {
+            aws.validate()?;
+        }
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use cli::print_json;
 mod cli;
 
 use sesame::config::{Config, InfectedAction};
-use sesame::control::{Control, IdentityStatus};
+use sesame::control::{Control, DkimSigner, IdentityStatus};
 
 #[derive(Parser)]
 #[command(
@@ -85,9 +85,14 @@ enum TenantCommand {
         /// follow scan.on_infected).
         #[arg(long, value_parser = ["strip", "reject", "default"])]
         on_infected: Option<String>,
-        /// How outbound mail leaves: capture (kept locally) or mx.
+        /// How outbound mail leaves: capture (kept locally), mx, or ses
+        /// (Amazon SES; needs an [aws] config section).
         #[arg(long, value_parser = ["capture", "mx", "relay", "ses"])]
         delivery: Option<String>,
+        /// Who DKIM-signs outbound mail: sesame, or ses (SES Easy DKIM
+        /// signs; sesame does not sign it again).
+        #[arg(long, value_parser = ["sesame", "ses"])]
+        dkim: Option<String>,
     },
 }
 
@@ -221,10 +226,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sandbox,
             on_infected,
             delivery,
+            dkim,
         }) => {
             anyhow::ensure!(
-                production || sandbox || on_infected.is_some() || delivery.is_some(),
-                "nothing to set: pass --production, --sandbox, --on-infected or --delivery"
+                production
+                    || sandbox
+                    || on_infected.is_some()
+                    || delivery.is_some()
+                    || dkim.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected, --delivery or --dkim"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -235,6 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(mode) = delivery {
                 tenant = control.set_delivery(&name, &mode)?;
+            }
+            if let Some(signer) = dkim.as_deref().and_then(DkimSigner::parse) {
+                tenant = control.set_dkim_signer(&name, signer)?;
             }
             print_json(&tenant)
         }

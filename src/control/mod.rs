@@ -7,6 +7,7 @@ mod domains;
 mod events;
 mod identities;
 pub mod seal;
+mod ses_messages;
 mod suppression;
 mod tenants;
 
@@ -22,8 +23,9 @@ pub use domains::{
 };
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
+pub use ses_messages::SesMessage;
 pub use suppression::Suppressed;
-pub use tenants::Tenant;
+pub use tenants::{DkimSigner, Tenant};
 
 /// Opens SQLite the way every sesame database wants it.
 pub fn open_sqlite(path: &Path) -> anyhow::Result<Connection> {
@@ -100,6 +102,8 @@ impl Control {
             .context("control.db events schema")?;
         conn.execute_batch(suppression::SCHEMA)
             .context("control.db suppression schema")?;
+        conn.execute_batch(ses_messages::SCHEMA)
+            .context("control.db ses_messages schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

@@ -11,6 +11,8 @@ pub mod dsn;
 pub mod engine;
 pub mod mx;
 pub mod schedule;
+pub mod send_options;
+pub mod ses;
 pub mod simulator;
 
 use async_trait::async_trait;
@@ -68,6 +70,8 @@ pub struct Outgoing {
     pub mail_from: String,
     /// The message exactly as queued (signed, stamped).
     pub body: std::sync::Arc<Vec<u8>>,
+    /// The SES options of its stripped `X-SES-*` headers.
+    pub options: send_options::SendOptions,
 }
 
 /// A way out of the gateway. Implementations must answer exactly one
