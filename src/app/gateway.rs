@@ -158,7 +158,9 @@ impl Gateway {
             &tx.recipients,
             session.peer.ip(),
         );
-        let scanned = self.scanner.screen(&ctx, tx.body).await?;
+        let screened = self.scanner.screen(&ctx, tx.body).await?;
+        let meta = serde_json::json!({ "scan": screened.meta() });
+        let scanned = screened.body;
         let headers = HeaderBlock::parse(&scanned);
         // SES sets its own Message-ID and Date on everything it sends.
         let stamp = [
@@ -185,6 +187,7 @@ impl Gateway {
             source: tx.mail_from,
             recipients: tx.recipients,
             body,
+            meta,
         }])
     }
 
@@ -231,7 +234,9 @@ impl Gateway {
         // may strip a part (which would break the body hash).
         let auth_results = self.dkim.authentication_results(&tx.body).await;
         let ctx = ScanContext::inbound(id, &by_tenant, &tx.mail_from, session.peer.ip());
-        let scanned = self.scanner.screen(&ctx, tx.body).await?;
+        let screened = self.scanner.screen(&ctx, tx.body).await?;
+        let meta = serde_json::json!({ "scan": screened.meta() });
+        let scanned = screened.body;
         let headers = HeaderBlock::parse(&scanned);
         let mut stamp = vec![
             self.received_header(session, id, &tx.recipients),
@@ -252,6 +257,7 @@ impl Gateway {
                 source: tx.mail_from.clone(),
                 recipients,
                 body: body.clone(),
+                meta: meta.clone(),
             })
             .collect())
     }

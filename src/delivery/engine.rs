@@ -224,6 +224,7 @@ impl Engine {
             mail_from: entry.mail_from.clone(),
             body: Arc::new(body),
             options: SendOptions::from_headers(&entry.body),
+            meta: Arc::new(entry.meta.clone()),
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
         let to_transport: Vec<String> = recipients
@@ -407,6 +408,7 @@ impl Engine {
                 source: String::new(),
                 recipients: vec![entry.source.clone()],
                 body,
+                meta: serde_json::Value::Null,
             });
         }
         if !entry.source.is_empty() {
@@ -537,6 +539,7 @@ impl Engine {
             source: String::new(),
             recipients: vec![to.to_string()],
             body: body.into_bytes(),
+            meta: Value::Null,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Outgoing {
     pub body: std::sync::Arc<Vec<u8>>,
     /// The SES options of its stripped `X-SES-*` headers.
     pub options: send_options::SendOptions,
+    /// The queue entry's metadata (`NewEntry::meta`).
+    pub meta: std::sync::Arc<serde_json::Value>,
 }
 
 /// A way out of the gateway. Implementations must answer exactly one

@@ -106,6 +106,7 @@ mod tests {
             mail_from: "a@b".into(),
             body: Default::default(),
             options: Default::default(),
+            meta: Default::default(),
         };
         let rcpts: Vec<String> = ["success", "bounce", "ooto", "complaint", "suppressionlist"]
             .iter()

@@ -90,6 +90,10 @@ pub struct NewEntry {
     pub source: String,
     pub recipients: Vec<String>,
     pub body: Vec<u8>,
+    /// What the gateway learned while accepting the message, for the
+    /// transports and the tenant store: a JSON object (`scan`: the scan
+    /// verdicts; inbound checks add their verdicts). `Null` when nothing.
+    pub meta: serde_json::Value,
 }
 
 /// A queued message as `queue list` shows it.
@@ -147,6 +151,7 @@ impl QueueWriter {
 fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
     conn.execute_batch(SCHEMA).context("queue.db schema")?;
     crate::control::ensure_column(conn, "queue_entries", "source", "TEXT")?;
+    crate::control::ensure_column(conn, "queue_entries", "meta", "TEXT")?;
     // Delivery state (see `state`).
     crate::control::ensure_column(
         conn,

@@ -142,6 +142,7 @@ mod tests {
             source: "a@b.test".into(),
             recipients: vec!["c@d.test".into()],
             body: body.to_vec(),
+            meta: serde_json::Value::Null,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct EntryInfo {
     pub received_at: i64,
     pub body: Vec<u8>,
     pub recipients: Vec<String>,
+    /// The entry's metadata (`NewEntry::meta`); `Null` when none.
+    pub meta: serde_json::Value,
 }
 
 /// The new state of one recipient after an attempt.
@@ -110,7 +112,8 @@ impl QueueState {
             .query_row(
                 "SELECT seq, message_id, tenant, direction, mail_from, coalesce(source, mail_from),
                         received_at, body,
-                        (SELECT json_group_array(recipient) FROM queue_recipients r WHERE r.seq = e.seq)
+                        (SELECT json_group_array(recipient) FROM queue_recipients r WHERE r.seq = e.seq),
+                        meta
                  FROM queue_entries e WHERE seq = ?1",
                 [seq],
                 |r| {
@@ -125,6 +128,10 @@ impl QueueState {
                         received_at: r.get(6)?,
                         body: r.get(7)?,
                         recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+                        meta: r
+                            .get::<_, Option<String>>(9)?
+                            .and_then(|m| serde_json::from_str(&m).ok())
+                            .unwrap_or_default(),
                     })
                 },
             )

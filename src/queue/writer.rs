@@ -62,8 +62,8 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
     let sha = Sha256::digest(&entry.body);
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(message_id, tenant) DO NOTHING",
         )?
         .execute(params![
@@ -75,7 +75,8 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
         entry.body.len() as i64,
         sha.as_slice(),
         entry.body,
-            now
+            now,
+            (!entry.meta.is_null()).then(|| entry.meta.to_string()),
         ])?;
     if inserted == 0 {
         return Ok(());
@@ -107,6 +108,7 @@ mod tests {
             source: "a@b.test".into(),
             recipients: vec!["c@acme.test".into()],
             body: b"first".to_vec(),
+            meta: serde_json::Value::Null,
         };
         queue.commit(vec![entry.clone()]).await.unwrap();
         let again = NewEntry {

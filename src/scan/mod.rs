@@ -34,11 +34,12 @@ use clamd::Clamd;
 use notify::{Detection, Notifier};
 use parts::Part;
 use policy::Action;
-use verdict::{Outcome, PartVerdict, Verdict};
+use verdict::Outcome;
 
 pub use health::{ClamdHealth, Status, status};
 pub use notify::SYSTEM_TENANT;
 pub use strip::VERDICT_HEADER;
+pub use verdict::{PartVerdict, Verdict};
 
 /// Who a message is from and for. Policies and notifications are per
 /// tenant, and a tenant only ever hears about its own recipients.
@@ -86,6 +87,26 @@ impl<'a> ScanContext<'a> {
     }
 }
 
+/// A screened message: what may be queued, and how each part was judged
+/// (kept with the message so the tenant store can show per-attachment
+/// verdicts, including those of parts that were stripped).
+pub struct Screened {
+    pub body: Vec<u8>,
+    /// `None` when scanning is disabled.
+    pub verdict: Option<Verdict>,
+    pub parts: Vec<PartVerdict>,
+}
+
+impl Screened {
+    /// The `scan` member of a queue entry's metadata.
+    pub fn meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "verdict": self.verdict.map_or("DISABLED", Verdict::as_str),
+            "parts": self.parts,
+        })
+    }
+}
+
 pub struct Scanner {
     config: ScanConfig,
     clamd: Arc<Clamd>,
@@ -119,10 +140,14 @@ impl Scanner {
     }
 
     /// The message as it may be queued (infected parts stripped, verdict
-    /// header set), or the reply that refuses it.
-    pub async fn screen(&self, ctx: &ScanContext<'_>, body: Vec<u8>) -> Result<Vec<u8>, Reply> {
+    /// header set) with the verdicts behind it, or the reply that refuses it.
+    pub async fn screen(&self, ctx: &ScanContext<'_>, body: Vec<u8>) -> Result<Screened, Reply> {
         if !self.config.enabled {
-            return Ok(strip::set_verdict(body, None));
+            return Ok(Screened {
+                body: strip::set_verdict(body, None),
+                verdict: None,
+                parts: Vec::new(),
+            });
         }
         let started = Instant::now();
         // Parsing and decoding a 40 MB message is CPU work: off the reactor.
@@ -168,7 +193,11 @@ impl Scanner {
             self.notifier.detected(&detection).await;
         }
         let header = verdict::header_value(&verdicts);
-        outcome.map(|body| strip::set_verdict(body, Some(&header)))
+        outcome.map(|body| Screened {
+            body: strip::set_verdict(body, Some(&header)),
+            verdict: Some(verdict),
+            parts: verdicts,
+        })
     }
 
     /// Sends every part to clamd at once (the pool bounds the concurrency);

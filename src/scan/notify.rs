@@ -215,6 +215,7 @@ impl Notifier {
             mail_from: from,
             recipients: vec![to.to_string()],
             body: message,
+            meta: serde_json::Value::Null,
         };
         match self.queue.commit(vec![entry]).await {
             Ok(()) => tracing::info!(
