@@ -368,14 +368,16 @@ fn s3_inbound_is_committed_once_even_when_killed_before_the_sqs_delete() {
 }
 
 /// An object outside every mapped bucket/prefix is refused and its
-/// notification deleted; the worker keeps going.
+/// notification deleted, and so is garbage; the worker goes on. SES's
+/// `Received` notification gives the envelope recipients (not the headers')
+/// and its verdicts, which are kept with the message.
 #[test]
-fn s3_objects_of_unmapped_buckets_are_dropped_and_the_worker_goes_on() {
+fn s3_inbound_drops_what_it_cannot_map_and_takes_the_ses_envelope() {
     let moto = Moto::start();
     let queue = moto.create_queue("ses-inbound");
     moto.aws(&["create-bucket", "ses-mail"], b"");
     moto.aws(
-        &["put-object", "ses-mail", "acme/ok"],
+        &["put-object", "ses-mail", "acme/received-1"],
         inbound_message().as_bytes(),
     );
     let mapping = format!(
@@ -386,7 +388,17 @@ fn s3_objects_of_unmapped_buckets_are_dropped_and_the_worker_goes_on() {
     s.account("acme", "acme.test", true);
     moto.send_message(&queue, &s3_event("other-bucket", "acme/x"));
     moto.send_message(&queue, "not a notification");
-    moto.send_message(&queue, &s3_event("ses-mail", "acme/ok"));
+    let received = json!({
+        "notificationType": "Received",
+        "mail": {"messageId": "ses-inbound-2", "source": "ann@sender.test"},
+        "receipt": {"recipients": ["bcc-only@acme.test"],
+                    "spfVerdict": {"status": "PASS"}, "virusVerdict": {"status": "PASS"},
+                    "action": {"type": "S3", "bucketName": "ses-mail", "objectKey": "acme/received-1"}},
+    });
+    moto.send_message(
+        &queue,
+        &json!({"Type": "Notification", "Message": received.to_string()}).to_string(),
+    );
     assert!(
         s.log
             .wait_for(|l| l.contains("inbound message from S3 committed")),
@@ -402,5 +414,16 @@ fn s3_objects_of_unmapped_buckets_are_dropped_and_the_worker_goes_on() {
         "{}",
         s.logs()
     );
-    assert_eq!(inbound_entries(&s).len(), 1);
+    let entries = inbound_entries(&s);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(str_list(&entries[0], "recipients"), ["bcc-only@acme.test"]);
+    let id = entries[0]["message_id"].as_str().unwrap();
+    assert!(is_ses_id(id));
+    let meta = sqlite3(
+        &s.data_dir.join("queue.db"),
+        &format!("SELECT meta FROM queue_entries WHERE message_id = '{id}';"),
+    );
+    let meta: Value = serde_json::from_str(meta.trim()).unwrap();
+    assert_eq!(meta["ses"]["spfVerdict"], "PASS", "{meta}");
+    assert_eq!(meta["ses"]["virusVerdict"], "PASS", "{meta}");
 }

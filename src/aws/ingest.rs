@@ -44,6 +44,9 @@ pub struct StoredMail {
 pub struct Envelope {
     pub mail_from: String,
     pub recipients: Vec<String>,
+    /// SES's verdicts (`spamVerdict`, `virusVerdict`, `spfVerdict`,
+    /// `dkimVerdict`, `dmarcVerdict`), kept with the message.
+    pub ses_verdicts: Value,
 }
 
 /// What the inbound path is given.
@@ -123,8 +126,25 @@ fn ses_received(notice: &Value) -> Result<StoredMail, String> {
         envelope: (!recipients.is_empty()).then(|| Envelope {
             mail_from: notice["mail"]["source"].as_str().unwrap_or("").to_string(),
             recipients,
+            ses_verdicts: verdicts(&notice["receipt"]),
         }),
     })
+}
+
+fn verdicts(receipt: &Value) -> Value {
+    let mut verdicts = serde_json::Map::new();
+    for key in [
+        "spamVerdict",
+        "virusVerdict",
+        "spfVerdict",
+        "dkimVerdict",
+        "dmarcVerdict",
+    ] {
+        if let Some(status) = receipt[key]["status"].as_str() {
+            verdicts.insert(key.to_string(), Value::from(status));
+        }
+    }
+    Value::Object(verdicts)
 }
 
 /// S3 event keys are URL-encoded, with `+` for a space.
@@ -286,7 +306,7 @@ mod tests {
     fn ses_received_notifications_carry_the_envelope() {
         let inner = json!({"notificationType": "Received",
             "mail": {"messageId": "abc", "source": "x@y.test"},
-            "receipt": {"recipients": ["a@acme.test"],
+            "receipt": {"recipients": ["a@acme.test"], "spfVerdict": {"status": "PASS"},
                         "action": {"type": "S3", "bucketName": "mail", "objectKey": "acme/abc"}}});
         let sns = json!({"Type": "Notification", "Message": inner.to_string()}).to_string();
         let objects = parse_notification(&sns).unwrap();
@@ -294,6 +314,7 @@ mod tests {
         let envelope = objects[0].envelope.clone().unwrap();
         assert_eq!(envelope.mail_from, "x@y.test");
         assert_eq!(envelope.recipients, ["a@acme.test"]);
+        assert_eq!(envelope.ses_verdicts, json!({"spfVerdict": "PASS"}));
         let lambda = inner.to_string().replace("\"S3\"", "\"Lambda\"");
         assert!(parse_notification(&lambda).is_err());
         assert!(parse_notification("{}").is_err());

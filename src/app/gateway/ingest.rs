@@ -1,7 +1,8 @@
 //! The gateway as the sink of mail that SES received (`aws::ingest`): the
 //! message takes the MX listener's inbound path (`prepare_inbound`:
 //! checks, scanning, stamping) and its durable commit, restricted to the
-//! recipients of the tenant that owns the S3 bucket.
+//! recipients of the tenant that owns the S3 bucket. SES's verdicts, when
+//! its notification has them, are kept in the entry's metadata (`ses`).
 
 use async_trait::async_trait;
 use mail_parser::MessageParser;
@@ -18,9 +19,16 @@ const SES_PEER: &str = "0.0.0.0:0";
 #[async_trait]
 impl InboundSink for Gateway {
     async fn ingest(&self, mail: InboundMail) -> Result<(), Refusal> {
-        let (mail_from, candidates) = match mail.envelope {
-            Some(envelope) => (envelope.mail_from, envelope.recipients),
-            None => header_envelope(&mail.body),
+        let (mail_from, candidates, ses_verdicts) = match mail.envelope {
+            Some(envelope) => (
+                envelope.mail_from,
+                envelope.recipients,
+                envelope.ses_verdicts,
+            ),
+            None => {
+                let (mail_from, recipients) = header_envelope(&mail.body);
+                (mail_from, recipients, serde_json::Value::Null)
+            }
         };
         // A bucket belongs to one tenant: recipients of other tenants'
         // domains (or none of ours) in the same message are not its mail.
@@ -54,13 +62,19 @@ impl InboundSink for Gateway {
             recipients,
             body: mail.body,
         };
-        let entries = self
+        let mut entries = self
             .prepare_inbound(&session, &mail.message_id, tx)
             .await
             .map_err(|reply| Refusal {
                 transient: reply.code < 500,
                 reason: reply.text().to_string(),
             })?;
+        // SES's own verdicts go with sesame's, for the store to show.
+        if !ses_verdicts.is_null() {
+            for entry in &mut entries {
+                entry.meta["ses"] = ses_verdicts.clone();
+            }
+        }
         self.queue.commit(entries).await.map_err(|e| Refusal {
             transient: true,
             reason: format!("{e:#}"),
