@@ -427,3 +427,22 @@ fn s3_inbound_drops_what_it_cannot_map_and_takes_the_ses_envelope() {
     assert_eq!(meta["ses"]["spfVerdict"], "PASS", "{meta}");
     assert_eq!(meta["ses"]["virusVerdict"], "PASS", "{meta}");
 }
+
+/// A tenant set to `ses` on a node without `[aws]` keeps its mail queued
+/// (deferred, retried) instead of losing or bouncing it; no AWS call is made.
+#[test]
+fn ses_delivery_without_an_aws_section_keeps_the_mail_queued() {
+    let s = Sesame::start(
+        Options::new()
+            .extra("[delivery]\npoll_ms = 50\nretry_base_secs = 1\nretry_max_delay_secs = 2\n"),
+    );
+    let acct = ses_account(&s);
+    let id = submit(&s, &acct, "bob@example.net", &[]);
+    let state = wait_status(&s, &id, "bob@example.net", "deferred");
+    let response = state["last_response"].as_str().unwrap();
+    assert!(
+        response.contains("needs an [aws] config section"),
+        "{response}"
+    );
+    assert!(!s.logs().contains("SQS worker started"));
+}
