@@ -15,8 +15,10 @@ cd "$ROOT"
 APT_PACKAGES=(swaks libnet-ssleay-perl postfix dnsutils sqlite3 openssl procps clamav-daemon zip nsd)
 
 # Python packages for the venv at .venv: dkimpy (with pynacl for Ed25519) is
-# the independent DKIM verifier, dnspython its resolver.
-PIP_PACKAGES=(dkimpy dnspython pynacl)
+# the independent DKIM verifier, dnspython its resolver. moto[server] is the
+# AWS peer (SES, SQS, S3) of the AWS adapter's tests; boto3 puts their test
+# data into it.
+PIP_PACKAGES=(dkimpy dnspython pynacl "moto[server]" boto3)
 
 log() { echo "install-deps: $*" >&2; }
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

@@ -37,6 +37,8 @@ pub struct Config {
     /// The tenant HTTP API; absent means no API.
     pub api: Option<ApiConfig>,
     pub dev: Option<DevConfig>,
+    /// Absent: nothing talks to AWS.
+    pub aws: Option<crate::aws::settings::AwsConfig>,
 }
 
 /// The tenant HTTP API (`[api]`).
@@ -607,6 +609,9 @@ impl Config {
         self.delivery.validate()?;
         if let Some(api) = &self.api {
             api.addr()?;
+        }
+        if let Some(aws) = &self.aws {
+            aws.validate()?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use cli::print_json;
 mod cli;
 
 use sesame::config::{Config, InfectedAction};
-use sesame::control::{Control, IdentityStatus};
+use sesame::control::{Control, DkimSigner, IdentityStatus};
 
 #[derive(Parser)]
 #[command(
@@ -94,13 +94,18 @@ enum TenantCommand {
         /// follow scan.on_infected).
         #[arg(long, value_parser = ["strip", "reject", "default"])]
         on_infected: Option<String>,
-        /// How outbound mail leaves: capture (kept locally) or mx.
+        /// How outbound mail leaves: capture (kept locally), mx, or ses
+        /// (Amazon SES; needs an [aws] config section).
         #[arg(long, value_parser = ["capture", "mx", "relay", "ses"])]
         delivery: Option<String>,
         /// Refuse inbound mail that fails DMARC under the sender's p=reject
         /// (550 5.7.1); `off` stores it flagged. New tenants: on.
         #[arg(long, value_parser = ["on", "off"])]
         dmarc_enforce: Option<String>,
+        /// Who DKIM-signs outbound mail: sesame, or ses (SES Easy DKIM
+        /// signs; sesame does not sign it again).
+        #[arg(long, value_parser = ["sesame", "ses"])]
+        dkim: Option<String>,
     },
 }
 
@@ -235,14 +240,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             on_infected,
             delivery,
             dmarc_enforce,
+            dkim,
         }) => {
             anyhow::ensure!(
                 production
                     || sandbox
                     || on_infected.is_some()
                     || delivery.is_some()
-                    || dmarc_enforce.is_some(),
-                "nothing to set: pass --production, --sandbox, --on-infected, --delivery or --dmarc-enforce"
+                    || dmarc_enforce.is_some()
+                    || dkim.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected, --delivery, --dmarc-enforce or --dkim"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -256,6 +263,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(enforce) = dmarc_enforce {
                 tenant = control.set_dmarc_enforce(&name, enforce == "on")?;
+            }
+            if let Some(signer) = dkim.as_deref().and_then(DkimSigner::parse) {
+                tenant = control.set_dkim_signer(&name, signer)?;
             }
             print_json(&tenant)
         }

@@ -1,6 +1,8 @@
 //! The `Backend` that sessions talk to: authentication, recipient policy,
 //! message checks, stamping and the durable commit.
 
+mod ingest;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use crate::auth::{AuthOutcome, Authenticator};
 use crate::checks;
 use crate::checks::inbound::{Envelope, InboundAuth, SesStatus};
 use crate::config::ListenerKind;
-use crate::control::{Control, Domain};
+use crate::control::{Control, DkimSigner, Domain};
 use crate::domains;
 use crate::proto::headers::HeaderBlock;
 use crate::proto::{Reply, texts};
@@ -219,8 +221,8 @@ impl Gateway {
         let mail_from =
             domains::envelope_sender(&self.default_mail_from_domain, domain.as_ref(), id)?;
         let body = match &domain {
-            Some(domain) => self.sign(domain, stamped)?,
-            None => stamped,
+            Some(domain) if self.sesame_signs(&tenant)? => self.sign(domain, stamped)?,
+            _ => stamped,
         };
         Ok(vec![NewEntry {
             message_id: id.clone(),
@@ -232,6 +234,18 @@ impl Gateway {
             body,
             meta,
         }])
+    }
+
+    /// False when SES signs the tenant's mail (Easy DKIM): one signature
+    /// per d=, not two.
+    fn sesame_signs(&self, tenant: &str) -> Result<bool, Reply> {
+        match self.control.tenant(tenant) {
+            Ok(t) => Ok(t.is_none_or(|t| t.dkim_signer == DkimSigner::Sesame)),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "control database lookup failed");
+                Err(texts::temporary_failure())
+            }
+        }
     }
 
     /// Prepends the DKIM signatures; signed exactly once, before queueing.

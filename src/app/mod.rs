@@ -117,6 +117,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = task.await;
         });
     }
+    let aws = match &config.aws {
+        Some(aws) => Some(crate::aws::clients::sdk_config(aws).await),
+        None => None,
+    };
     if config.delivery.enabled {
         let resolver = Arc::new(dns::DnsResolver::new(&config.dns.nameservers)?);
         let timeout = Duration::from_secs(config.delivery.smtp_timeout_secs);
@@ -139,6 +143,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             local: Arc::new(crate::delivery::local::Local {
                 stores: stores.clone(),
             }),
+            ses: aws.as_ref().map(|sdk| {
+                keep_sent(Arc::new(crate::delivery::ses::Ses::new(
+                    sdk,
+                    control.clone(),
+                    timeout,
+                ))) as Arc<dyn crate::delivery::Transport>
+            }),
         };
         let engine = Arc::new(crate::delivery::Engine::new(
             &config,
@@ -148,6 +159,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         background.spawn(engine.run(stop_rx.clone()));
     } else {
         tracing::warn!("delivery.enabled = false: queued mail is not delivered");
+    }
+    if let (Some(aws_config), Some(sdk)) = (&config.aws, &aws) {
+        crate::aws::spawn_workers(
+            aws_config,
+            sdk,
+            control.clone(),
+            gateway.clone(),
+            &stop_rx,
+            &mut background,
+        );
     }
     background.spawn(domains::recheck_loop(
         control.clone(),

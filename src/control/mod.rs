@@ -9,6 +9,7 @@ mod events;
 mod identities;
 mod rules;
 pub mod seal;
+mod ses_messages;
 mod suppression;
 mod tenants;
 
@@ -25,8 +26,9 @@ pub use domains::{
 };
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
+pub use ses_messages::SesMessage;
 pub use suppression::Suppressed;
-pub use tenants::Tenant;
+pub use tenants::{DkimSigner, Tenant};
 
 /// Opens SQLite the way every sesame database wants it.
 pub fn open_sqlite(path: &Path) -> anyhow::Result<Connection> {
@@ -108,6 +110,8 @@ impl Control {
         rules::seed_default_rules(&conn)?;
         conn.execute_batch(apikeys::SCHEMA)
             .context("control.db api keys schema")?;
+        conn.execute_batch(ses_messages::SCHEMA)
+            .context("control.db ses_messages schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

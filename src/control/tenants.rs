@@ -17,6 +17,40 @@ pub struct Tenant {
     pub on_infected: Option<InfectedAction>,
     /// Refuse mail whose DMARC check fails under the sender's `p=reject`.
     pub dmarc_enforce: bool,
+    /// Who DKIM-signs the tenant's outbound mail (shown when not sesame,
+    /// like `on_infected` when not the default).
+    #[serde(skip_serializing_if = "DkimSigner::is_sesame")]
+    pub dkim_signer: DkimSigner,
+}
+
+/// `sesame` signs at submission (the default); `ses` leaves it to SES's
+/// Easy DKIM, so that a message is not signed twice under the same d=.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimSigner {
+    Sesame,
+    Ses,
+}
+
+impl DkimSigner {
+    pub fn parse(s: &str) -> Option<DkimSigner> {
+        match s {
+            "sesame" => Some(DkimSigner::Sesame),
+            "ses" => Some(DkimSigner::Ses),
+            _ => None,
+        }
+    }
+
+    fn is_sesame(&self) -> bool {
+        *self == DkimSigner::Sesame
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimSigner::Sesame => "sesame",
+            DkimSigner::Ses => "ses",
+        }
+    }
 }
 
 /// Adds the columns that later versions introduced to an older control.db.
@@ -34,17 +68,25 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
         "tenants",
         "rules_seeded",
         "INTEGER NOT NULL DEFAULT 0",
+    )?;
+    super::ensure_column(
+        conn,
+        "tenants",
+        "dkim_signer",
+        "TEXT NOT NULL DEFAULT 'sesame'",
     )
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     let on_infected: Option<String> = r.get(3)?;
+    let dkim_signer: String = r.get(4)?;
     Ok(Tenant {
         name: r.get(0)?,
         sandbox: r.get(1)?,
         delivery: r.get(2)?,
         on_infected: on_infected.as_deref().and_then(InfectedAction::parse),
-        dmarc_enforce: r.get(4)?,
+        dmarc_enforce: r.get(5)?,
+        dkim_signer: DkimSigner::parse(&dkim_signer).unwrap_or(DkimSigner::Sesame),
     })
 }
 
@@ -88,7 +130,7 @@ impl Control {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, sandbox, delivery, on_infected, dmarc_enforce FROM tenants WHERE name = ?1",
+                "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce FROM tenants WHERE name = ?1",
                 [name],
                 tenant_row,
             )
@@ -103,7 +145,7 @@ impl Control {
     pub fn tenants(&self) -> anyhow::Result<Vec<Tenant>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT name, sandbox, delivery, on_infected, dmarc_enforce FROM tenants ORDER BY name",
+            "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce FROM tenants ORDER BY name",
         )?;
         let rows = stmt.query_map([], tenant_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -118,8 +160,8 @@ impl Control {
         self.require_tenant(name)
     }
 
-    /// How the tenant's outbound mail leaves: `capture` or `mx` (`relay`
-    /// and `ses` are accepted names whose transports are not built yet).
+    /// How the tenant's outbound mail leaves: `capture`, `mx` or `ses`
+    /// (`relay` is an accepted name whose transport is not built yet).
     pub fn set_delivery(&self, name: &str, delivery: &str) -> anyhow::Result<Tenant> {
         if !["capture", "mx", "relay", "ses"].contains(&delivery) {
             bail!("delivery must be capture, mx, relay or ses, not '{delivery}'");
@@ -137,6 +179,15 @@ impl Control {
         self.db().execute(
             "UPDATE tenants SET dmarc_enforce = ?2 WHERE name = ?1",
             params![name, enforce],
+        )?;
+        self.require_tenant(name)
+    }
+
+    pub fn set_dkim_signer(&self, name: &str, signer: DkimSigner) -> anyhow::Result<Tenant> {
+        self.require_tenant(name)?;
+        self.db().execute(
+            "UPDATE tenants SET dkim_signer = ?2 WHERE name = ?1",
+            params![name, signer.as_str()],
         )?;
         self.require_tenant(name)
     }
@@ -185,5 +236,8 @@ mod tests {
         assert!(old.sandbox);
         let reset = control.set_on_infected("old", None).unwrap();
         assert_eq!(reset.on_infected, None);
+        assert_eq!(reset.dkim_signer, DkimSigner::Sesame);
+        let ses = control.set_dkim_signer("old", DkimSigner::Ses).unwrap();
+        assert_eq!(ses.dkim_signer, DkimSigner::Ses);
     }
 }

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::schedule::{Next, Schedule};
+use super::send_options::SendOptions;
 use super::simulator::{self, Behaviour};
 use super::{Outcome, Outgoing, Transport, dsn, recipient_domain};
 use crate::config::Config;
@@ -54,6 +55,8 @@ pub struct Transports {
     /// Inbound mail into the tenant's store.
     pub local: Arc<dyn Transport>,
     pub simulator: Arc<dyn Transport>,
+    /// Present when the config has an `[aws]` section.
+    pub ses: Option<Arc<dyn Transport>>,
 }
 
 pub struct Engine {
@@ -222,6 +225,7 @@ impl Engine {
             tenant: entry.tenant.clone(),
             mail_from: entry.mail_from.clone(),
             body: Arc::new(body),
+            options: SendOptions::from_headers(&entry.body),
             meta: Arc::new(entry.meta.clone()),
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
@@ -324,7 +328,14 @@ impl Engine {
                         failed_for_dsn.push((r.clone(), status.clone(), response.clone()));
                     }
                     // A hard bounce from a real receiver suppresses the address.
-                    if evented && *route == Route::Transport && status.starts_with('5') {
+                    // SES's synchronous refusals are about the message or the
+                    // account, never the recipient (its recipient bounces come
+                    // back later as feedback, see aws::feedback).
+                    if evented
+                        && *route == Route::Transport
+                        && transport_name != "ses"
+                        && status.starts_with('5')
+                    {
                         self.control.suppress(
                             &entry.tenant,
                             r,
@@ -491,6 +502,10 @@ impl Engine {
         Ok(match mode.as_str() {
             "capture" => Ok(self.transports.capture.clone()),
             "mx" => Ok(self.transports.mx.clone()),
+            "ses" => match &self.transports.ses {
+                Some(ses) => Ok(ses.clone()),
+                None => Err("451 4.3.5 delivery mode 'ses' needs an [aws] config section".into()),
+            },
             // Kept queued (and retried) rather than lost until these exist.
             other => Err(format!(
                 "451 4.3.5 delivery mode '{other}' is not available yet"

@@ -12,6 +12,8 @@ pub mod engine;
 pub mod local;
 pub mod mx;
 pub mod schedule;
+pub mod send_options;
+pub mod ses;
 pub mod simulator;
 
 use async_trait::async_trait;
@@ -69,6 +71,8 @@ pub struct Outgoing {
     pub mail_from: String,
     /// The message exactly as queued (signed, stamped).
     pub body: std::sync::Arc<Vec<u8>>,
+    /// The SES options of its stripped `X-SES-*` headers.
+    pub options: send_options::SendOptions,
     /// The queue entry's metadata (`NewEntry::meta`).
     pub meta: std::sync::Arc<serde_json::Value>,
 }

@@ -105,6 +105,7 @@ mod tests {
             tenant: "t".into(),
             mail_from: "a@b".into(),
             body: Default::default(),
+            options: Default::default(),
             meta: Default::default(),
         };
         let rcpts: Vec<String> = ["success", "bounce", "ooto", "complaint", "suppressionlist"]

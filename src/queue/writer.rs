@@ -54,14 +54,19 @@ fn commit_batch(conn: &mut Connection, batch: &[CommitRequest]) -> anyhow::Resul
     Ok(())
 }
 
+/// A second commit of an entry that is already queued (the same message id
+/// for the same tenant) changes nothing and succeeds: redelivered inbound
+/// mail (SES ingest) derives its id from its source and relies on this.
 pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow::Result<()> {
     let now = unix_now();
     let sha = Sha256::digest(&entry.body);
-    tx.prepare_cached(
-        "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at, meta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO queue_entries(message_id, tenant, direction, mail_from, source, size, sha256, body, received_at, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(message_id, tenant) DO NOTHING",
+        )?
+        .execute(params![
         entry.message_id.as_str(),
         entry.tenant,
         entry.direction.as_str(),
@@ -70,9 +75,12 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
         entry.body.len() as i64,
         sha.as_slice(),
         entry.body,
-        now,
-        (!entry.meta.is_null()).then(|| entry.meta.to_string()),
-    ])?;
+            now,
+            (!entry.meta.is_null()).then(|| entry.meta.to_string()),
+        ])?;
+    if inserted == 0 {
+        return Ok(());
+    }
     let seq = tx.last_insert_rowid();
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO queue_recipients(seq, recipient, next_attempt_at) VALUES (?1, ?2, ?3)",
@@ -81,4 +89,45 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, entry: &NewEntry) -> anyhow
         stmt.execute(params![seq, rcpt, now])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Direction, NewEntry, Queue, list};
+    use crate::types::MessageId;
+
+    #[tokio::test]
+    async fn committing_the_same_message_for_the_same_tenant_again_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _writer, _) = Queue::open(dir.path()).unwrap();
+        let entry = NewEntry {
+            message_id: MessageId::generate(),
+            tenant: "acme".into(),
+            direction: Direction::Inbound,
+            mail_from: "a@b.test".into(),
+            source: "a@b.test".into(),
+            recipients: vec!["c@acme.test".into()],
+            body: b"first".to_vec(),
+            meta: serde_json::Value::Null,
+        };
+        queue.commit(vec![entry.clone()]).await.unwrap();
+        let again = NewEntry {
+            body: b"second".to_vec(),
+            recipients: vec!["d@acme.test".into()],
+            ..entry.clone()
+        };
+        queue.commit(vec![again]).await.unwrap();
+        let other_tenant = NewEntry {
+            tenant: "beta".into(),
+            ..entry.clone()
+        };
+        queue.commit(vec![other_tenant]).await.unwrap();
+        let listed = list(dir.path()).unwrap();
+        assert_eq!(listed.len(), 2, "one entry per tenant");
+        assert_eq!(
+            listed[0].recipients,
+            ["c@acme.test"],
+            "the first commit stands"
+        );
+    }
 }

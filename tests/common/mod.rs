@@ -55,6 +55,8 @@ pub struct Options {
     pub dev: bool,
     /// Raw TOML appended at the end.
     pub extra: String,
+    /// Environment variables of the server process (AWS credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             ],
             dev: false,
             extra: String::new(),
+            env: vec![],
         }
     }
 }
@@ -102,6 +105,10 @@ impl Options {
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
         self.extra.push('\n');
+        self
+    }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        set(&mut self.env, key, value.to_string());
         self
     }
 
@@ -291,6 +298,7 @@ impl Sesame {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUST_BACKTRACE", "1")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("spawn sesame serve");
 
