@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+mod relay;
+pub use relay::{RelayConfig, RelayTls};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -417,6 +420,8 @@ pub struct DeliveryConfig {
     /// Transport for gateway-generated mail (DSNs, virus notifications,
     /// auto-replies), queued under `@system`: `capture` or `mx`.
     pub system_transport: String,
+    /// The smarthost of tenants whose delivery is `relay`.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for DeliveryConfig {
@@ -432,6 +437,7 @@ impl Default for DeliveryConfig {
             mx_port: 25,
             smtp_timeout_secs: 60,
             system_transport: "capture".into(),
+            relay: None,
         }
     }
 }
@@ -454,6 +460,9 @@ impl DeliveryConfig {
         }
         if !["capture", "mx"].contains(&self.system_transport.as_str()) {
             bail!("config: delivery.system_transport must be capture or mx");
+        }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
         }
         Ok(())
     }

@@ -103,6 +103,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 &config.hostname,
                 timeout,
             )?),
+            relay: match &config.delivery.relay {
+                Some(relay) => Some(Arc::new(crate::delivery::relay::Relay::new(
+                    relay,
+                    &config.hostname,
+                    timeout,
+                )?) as Arc<dyn crate::delivery::Transport>),
+                None => None,
+            },
             simulator: Arc::new(crate::delivery::simulator::Simulator),
         };
         let engine = Arc::new(crate::delivery::Engine::new(

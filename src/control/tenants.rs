@@ -100,8 +100,8 @@ impl Control {
         self.require_tenant(name)
     }
 
-    /// How the tenant's outbound mail leaves: `capture` or `mx` (`relay`
-    /// and `ses` are accepted names whose transports are not built yet).
+    /// How the tenant's outbound mail leaves: `capture`, `mx` or `relay`
+    /// (`ses` is an accepted name whose transport is not built yet).
     pub fn set_delivery(&self, name: &str, delivery: &str) -> anyhow::Result<Tenant> {
         if !["capture", "mx", "relay", "ses"].contains(&delivery) {
             bail!("delivery must be capture, mx, relay or ses, not '{delivery}'");

@@ -51,6 +51,8 @@ const SES_HEADERS: &[&str] = &[
 pub struct Transports {
     pub capture: Arc<dyn Transport>,
     pub mx: Arc<dyn Transport>,
+    /// Present when `[delivery.relay]` is configured.
+    pub relay: Option<Arc<dyn Transport>>,
     pub simulator: Arc<dyn Transport>,
 }
 
@@ -488,6 +490,9 @@ impl Engine {
         Ok(match mode.as_str() {
             "capture" => Ok(self.transports.capture.clone()),
             "mx" => Ok(self.transports.mx.clone()),
+            "relay" => self.transports.relay.clone().ok_or_else(|| {
+                "451 4.3.5 delivery mode 'relay' needs [delivery.relay] in the config".to_string()
+            }),
             // Kept queued (and retried) rather than lost until these exist.
             other => Err(format!(
                 "451 4.3.5 delivery mode '{other}' is not available yet"

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod dsn;
 pub mod engine;
 pub mod mx;
+pub mod relay;
 pub mod schedule;
 pub mod simulator;
 

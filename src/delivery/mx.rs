@@ -28,7 +28,7 @@ pub struct Mx {
 }
 
 /// Why a host was given up on before any recipient had an answer.
-struct HostFailure(String);
+pub(super) struct HostFailure(pub(super) String);
 
 impl Mx {
     pub fn new(
@@ -118,7 +118,7 @@ impl Mx {
     }
 }
 
-fn reply_text(r: &Response<String>) -> String {
+pub(super) fn reply_text(r: &Response<String>) -> String {
     let esc = if r.esc[0] != 0 {
         format!(" {}.{}.{}", r.esc[0], r.esc[1], r.esc[2])
     } else {
@@ -148,7 +148,7 @@ fn classify(r: &Response<String>, host: &str) -> Outcome {
 /// committed to: later trouble (a dropped connection mid-DATA) is a
 /// transient outcome for the recipients it concerns, not a reason to try
 /// another host within this attempt.
-async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     host: &str,
     message: &Outgoing,
