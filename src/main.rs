@@ -55,6 +55,9 @@ enum Command {
     /// Inspect the event log (SES-shaped notifications).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Configuration sets: outbound TLS policy and signed event webhooks.
+    #[command(subcommand)]
+    ConfigSet(cli::config_set::ConfigSetCommand),
     /// Health of what the gateway depends on (clamd); exits 1 when scanning
     /// is enabled and clamd is unreachable.
     Status {
@@ -275,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&control.create_credential(&tenant, &config.region)?)
         }
         Command::Domain(command) => cli::domain::run(command, &config, &control),
+        Command::ConfigSet(command) => cli::config_set::run(command, &control),
         Command::Queue(QueueCommand::Show { message_id }) => {
             let body = sesame::queue::body(&config.data_dir, &message_id)?
                 .ok_or_else(|| anyhow::anyhow!("no queued message '{message_id}'"))?;

@@ -54,6 +54,7 @@ fn mail_reaches_a_real_mta_through_mx_lookup_signed() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
     let (s, acct) = mx_sesame(&nsd, port);
+    s.cli_ok(&["config-set", "create", "acme", "marketing"]);
     let mut args = submit_args(
         &s,
         &acct,

@@ -148,6 +148,7 @@ impl Gateway {
             &tx.recipients,
             &headers,
         )?;
+        checks::config_set::check(&self.control, &tenant, &tx.body)?;
         // Scanned before stamping (and signing): what is signed is what is sent.
         let ctx = ScanContext::outbound(
             id,

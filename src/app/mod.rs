@@ -119,6 +119,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             transports,
         )?);
         background.spawn(engine.run(stop_rx.clone()));
+        let backoff = crate::delivery::webhooks::Backoff {
+            base_secs: config.delivery.retry_base_secs,
+            max_delay_secs: config.delivery.retry_max_delay_secs,
+            max_age_secs: config.delivery.max_age_secs,
+        };
+        background.spawn(crate::delivery::webhooks::run(
+            control.clone(),
+            backoff,
+            Duration::from_millis(config.delivery.poll_ms),
+            stop_rx.clone(),
+        ));
     } else {
         tracing::warn!("delivery.enabled = false: queued mail is not delivered");
     }

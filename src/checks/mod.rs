@@ -1,5 +1,6 @@
 //! Policy checks run after the final dot, before anything is queued.
 
+pub mod config_set;
 pub mod dkim;
 
 use mail_parser::MessageParser;

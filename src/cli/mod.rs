@@ -1,5 +1,6 @@
 //! Subcommands of the `sesame` binary that need more than a line or two.
 
+pub mod config_set;
 pub mod domain;
 
 /// Every command's `--json` output: pretty, one document.

@@ -2,6 +2,7 @@
 //! credentials. SQLite in WAL mode with synchronous=FULL, so every change an
 //! operator makes survives a crash.
 
+mod config_sets;
 mod credentials;
 mod domains;
 mod events;
@@ -16,6 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context;
 use rusqlite::Connection;
 
+pub use config_sets::{
+    ConfigSet, DueWebhook, EVENT_TYPES, EventDestination, TlsPolicy, config_set_header,
+    parse_event_types,
+};
 pub use credentials::{NewCredential, StoredCredential, ses_smtp_password};
 pub use domains::{
     DkimKey, Domain, KeyState, KeyType, MailFromBehavior, NewKey, StatusUpdate, Tracked,
@@ -100,6 +105,8 @@ impl Control {
             .context("control.db events schema")?;
         conn.execute_batch(suppression::SCHEMA)
             .context("control.db suppression schema")?;
+        conn.execute_batch(config_sets::SCHEMA)
+            .context("control.db configuration sets schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

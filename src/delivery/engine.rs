@@ -30,7 +30,7 @@ use super::schedule::{Next, Schedule};
 use super::simulator::{self, Behaviour};
 use super::{Outcome, Outgoing, Transport, dsn, recipient_domain};
 use crate::config::Config;
-use crate::control::{Control, MailInfo, iso8601_millis, ses_event};
+use crate::control::{Control, MailInfo, TlsPolicy, config_set_header, iso8601_millis, ses_event};
 use crate::proto::headers::HeaderBlock;
 use crate::queue::state::{self, QueueState, RecipientUpdate};
 use crate::queue::{Direction, NewEntry};
@@ -222,6 +222,7 @@ impl Engine {
             tenant: entry.tenant.clone(),
             mail_from: entry.mail_from.clone(),
             body: Arc::new(body),
+            require_tls: evented && self.requires_tls(&entry)?,
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
         let to_transport: Vec<String> = recipients
@@ -498,6 +499,17 @@ impl Engine {
                 "451 4.3.5 delivery mode '{other}' is not available yet"
             )),
         })
+    }
+
+    /// Whether the message's configuration set has `TlsPolicy REQUIRE`.
+    fn requires_tls(&self, entry: &state::EntryInfo) -> anyhow::Result<bool> {
+        let Some(name) = config_set_header(&entry.body) else {
+            return Ok(false);
+        };
+        Ok(self
+            .control
+            .config_set(&entry.tenant, &name)?
+            .is_some_and(|set| set.tls_policy == TlsPolicy::Require))
     }
 
     fn event(&self, tenant: &str, event: Value) {

@@ -13,6 +13,7 @@ pub mod mx;
 pub mod relay;
 pub mod schedule;
 pub mod simulator;
+pub mod webhooks;
 
 use async_trait::async_trait;
 
@@ -69,6 +70,8 @@ pub struct Outgoing {
     pub mail_from: String,
     /// The message exactly as queued (signed, stamped).
     pub body: std::sync::Arc<Vec<u8>>,
+    /// Its configuration set says `TlsPolicy REQUIRE`: no plaintext hop.
+    pub require_tls: bool,
 }
 
 /// A way out of the gateway. Implementations must answer exactly one

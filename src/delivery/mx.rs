@@ -4,7 +4,9 @@
 //! failure. One SMTP transaction per (message, domain) carries every
 //! recipient, so each gets its own RCPT reply. STARTTLS is used whenever the
 //! peer offers it (opportunistic: certificates are not checked, as between
-//! MTAs without DANE/MTA-STS), and plaintext otherwise.
+//! MTAs without DANE/MTA-STS), and plaintext otherwise, unless the
+//! message's configuration set requires TLS: then a host without STARTTLS
+//! is skipped like an unreachable one, and the reason is recorded.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -112,6 +114,11 @@ impl Mx {
                 .await
                 .map_err(|e| fail("EHLO after STARTTLS", &e))?;
             transaction(&mut client, host, message, recipients).await
+        } else if message.require_tls {
+            let _ = client.cmd("QUIT\r\n").await;
+            Err(HostFailure(format!(
+                "{host} [{addr}]: STARTTLS not offered, and the configuration set requires TLS (TlsPolicy REQUIRE)"
+            )))
         } else {
             transaction(&mut client, host, message, recipients).await
         }
@@ -260,7 +267,7 @@ impl Transport for Mx {
             ));
         }
         all(Outcome::transient(format!(
-            "451 4.4.1 no MX host of {domain} accepted a connection ({})",
+            "451 4.4.1 no MX host of {domain} took the message ({})",
             errors.join("; ")
         )))
     }

@@ -105,6 +105,7 @@ mod tests {
             tenant: "t".into(),
             mail_from: "a@b".into(),
             body: Default::default(),
+            require_tls: false,
         };
         let rcpts: Vec<String> = ["success", "bounce", "ooto", "complaint", "suppressionlist"]
             .iter()
