@@ -25,6 +25,7 @@ pub struct Gateway {
     pub scanner: Scanner,
     pub signer: Signer,
     pub dkim: DkimVerifier,
+    pub feedback: crate::delivery::feedback::Feedback,
     pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
@@ -68,14 +69,32 @@ impl Backend for Gateway {
             // SES does.
             return Ok(());
         }
+        // Late bounces and complaints to a VERP address we sent from.
+        if self.feedback.is_report_address(recipient) {
+            return Ok(());
+        }
         match self.receiving_tenant(recipient)? {
             Some(_) => Ok(()),
             None => Err(texts::relaying_denied()),
         }
     }
 
-    async fn message(&self, session: &SessionInfo, transaction: Transaction) -> Reply {
+    async fn message(&self, session: &SessionInfo, mut transaction: Transaction) -> Reply {
         let id = MessageId::generate();
+        if session.listener == ListenerKind::Mx {
+            let reports = self
+                .feedback
+                .take_report_addresses(&mut transaction.recipients);
+            if !reports.is_empty() {
+                if let Err(e) = self.feedback.process(&id, &reports, &transaction.body) {
+                    tracing::error!(session = session.session_id, report_id = %id, error = %format!("{e:#}"), "feedback report not recorded");
+                    return texts::temporary_failure();
+                }
+                if transaction.recipients.is_empty() {
+                    return texts::accepted(id.as_str());
+                }
+            }
+        }
         let prepared = match session.listener {
             ListenerKind::Mx => self.prepare_inbound(session, &id, transaction).await,
             _ => self.prepare_outbound(session, &id, transaction).await,

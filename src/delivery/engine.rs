@@ -544,7 +544,7 @@ impl Engine {
 }
 
 /// The `mail` object of every event about this message.
-fn mail_object(entry: &state::EntryInfo) -> Value {
+pub(crate) fn mail_object(entry: &state::EntryInfo) -> Value {
     let headers = HeaderBlock::parse(&entry.body);
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for field in &headers.fields {

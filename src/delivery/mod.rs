@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod dsn;
 pub mod engine;
+pub mod feedback;
 pub mod mx;
 pub mod relay;
 pub mod schedule;

@@ -132,6 +132,26 @@ impl QueueState {
         Ok(info)
     }
 
+    /// The outbound entry that was sent with the VERP envelope sender
+    /// `address` (`<message-id>@<mail-from-domain>`): what an asynchronous
+    /// bounce or complaint addressed there is about.
+    pub fn sent_from(&self, message_id: &str, address: &str) -> anyhow::Result<Option<EntryInfo>> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM queue_entries
+                 WHERE message_id = ?1 AND direction = 'outbound' AND lower(mail_from) = lower(?2)
+                 ORDER BY seq LIMIT 1",
+                [message_id, address],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match seq {
+            Some(seq) => self.entry(seq),
+            None => Ok(None),
+        }
+    }
+
     /// True exactly once per entry: whoever gets true emits the Send event.
     pub fn take_send_event(&self, seq: i64) -> anyhow::Result<bool> {
         Ok(self.conn.execute(
