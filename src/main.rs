@@ -91,6 +91,12 @@ enum TenantCommand {
         /// How outbound mail leaves: capture (kept locally) or mx.
         #[arg(long, value_parser = ["capture", "mx", "relay", "ses"])]
         delivery: Option<String>,
+        /// SES MaxSendRate: recipients per second (-1: unlimited).
+        #[arg(long, allow_negative_numbers = true)]
+        max_send_rate: Option<i64>,
+        /// SES Max24HourSend: recipients per 24 hours (-1: unlimited).
+        #[arg(long = "max-24h-send", allow_negative_numbers = true)]
+        max_24h_send: Option<i64>,
     },
 }
 
@@ -214,7 +220,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for t in tenants {
                 let mode = if t.sandbox { "sandbox" } else { "production" };
-                println!("{}\t{mode}\t{}", t.name, t.delivery);
+                println!(
+                    "{}\t{mode}\t{}\t{}/s\t{}/24h",
+                    t.name, t.delivery, t.send_quota.max_send_rate, t.send_quota.max_24_hour_send
+                );
             }
             Ok(())
         }
@@ -224,10 +233,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sandbox,
             on_infected,
             delivery,
+            max_send_rate,
+            max_24h_send,
         }) => {
             anyhow::ensure!(
-                production || sandbox || on_infected.is_some() || delivery.is_some(),
-                "nothing to set: pass --production, --sandbox, --on-infected or --delivery"
+                production
+                    || sandbox
+                    || on_infected.is_some()
+                    || delivery.is_some()
+                    || max_send_rate.is_some()
+                    || max_24h_send.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected, --delivery, \
+                 --max-send-rate or --max-24h-send"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -238,6 +255,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(mode) = delivery {
                 tenant = control.set_delivery(&name, &mode)?;
+            }
+            if max_send_rate.is_some() || max_24h_send.is_some() {
+                control.set_send_quota(&name, max_send_rate, max_24h_send)?;
+                tenant = control.require_tenant(&name)?;
             }
             print_json(&tenant)
         }

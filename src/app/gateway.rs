@@ -26,6 +26,7 @@ pub struct Gateway {
     pub signer: Signer,
     pub dkim: DkimVerifier,
     pub feedback: crate::delivery::feedback::Feedback,
+    pub quotas: checks::quota::Quotas,
     pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
@@ -168,6 +169,7 @@ impl Gateway {
             &headers,
         )?;
         checks::config_set::check(&self.control, &tenant, &tx.body)?;
+        self.admit_by_quota(&tenant, tx.recipients.len())?;
         // Scanned before stamping (and signing): what is signed is what is sent.
         let ctx = ScanContext::outbound(
             id,
@@ -204,6 +206,14 @@ impl Gateway {
             recipients: tx.recipients,
             body,
         }])
+    }
+
+    fn admit_by_quota(&self, tenant: &str, recipients: usize) -> Result<(), Reply> {
+        let quota = match self.control.tenant(tenant) {
+            Ok(Some(t)) => t.send_quota,
+            _ => return Err(texts::temporary_failure()),
+        };
+        self.quotas.admit(tenant, quota, recipients)
     }
 
     /// Prepends the DKIM signatures; signed exactly once, before queueing.

@@ -56,6 +56,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         signer: Signer::new(control.clone())?,
         dkim: crate::checks::dkim::DkimVerifier::new(&config.dns.nameservers, &config.hostname)?,
         feedback: crate::delivery::feedback::Feedback::new(control.clone(), &config.data_dir)?,
+        quotas: crate::checks::quota::Quotas::open(&config.data_dir)?,
         default_mail_from_domain: config.default_mail_from_domain().to_string(),
         hostname: config.hostname.clone(),
         region: config.region.clone(),

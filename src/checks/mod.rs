@@ -2,6 +2,7 @@
 
 pub mod config_set;
 pub mod dkim;
+pub mod quota;
 
 use mail_parser::MessageParser;
 

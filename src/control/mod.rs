@@ -7,6 +7,7 @@ mod credentials;
 mod domains;
 mod events;
 mod identities;
+mod quotas;
 pub mod seal;
 mod suppression;
 mod tenants;
@@ -27,6 +28,7 @@ pub use domains::{
 };
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
+pub use quotas::SendQuota;
 pub use suppression::Suppressed;
 pub use tenants::Tenant;
 

@@ -3,6 +3,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::Control;
+use super::quotas::SendQuota;
 use crate::config::InfectedAction;
 use crate::types::unix_now;
 
@@ -15,20 +16,25 @@ pub struct Tenant {
     /// Overrides `scan.on_infected`; absent means the configured default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_infected: Option<InfectedAction>,
+    /// The quota in force (its own values, or SES's for its mode).
+    pub send_quota: SendQuota,
 }
 
 /// Adds the columns that later versions introduced to an older control.db.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
-    super::ensure_column(conn, "tenants", "on_infected", "TEXT")
+    super::ensure_column(conn, "tenants", "on_infected", "TEXT")?;
+    super::quotas::migrate(conn)
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     let on_infected: Option<String> = r.get(3)?;
+    let sandbox = r.get(1)?;
     Ok(Tenant {
         name: r.get(0)?,
-        sandbox: r.get(1)?,
+        sandbox,
         delivery: r.get(2)?,
         on_infected: on_infected.as_deref().and_then(InfectedAction::parse),
+        send_quota: SendQuota::effective(sandbox, r.get(4)?, r.get(5)?),
     })
 }
 
@@ -71,7 +77,8 @@ impl Control {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, sandbox, delivery, on_infected FROM tenants WHERE name = ?1",
+                "SELECT name, sandbox, delivery, on_infected, max_send_rate, max_24h_send
+                 FROM tenants WHERE name = ?1",
                 [name],
                 tenant_row,
             )
@@ -85,8 +92,10 @@ impl Control {
 
     pub fn tenants(&self) -> anyhow::Result<Vec<Tenant>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare("SELECT name, sandbox, delivery, on_infected FROM tenants ORDER BY name")?;
+        let mut stmt = db.prepare(
+            "SELECT name, sandbox, delivery, on_infected, max_send_rate, max_24h_send
+             FROM tenants ORDER BY name",
+        )?;
         let rows = stmt.query_map([], tenant_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -155,6 +155,22 @@ pub fn unknown_configuration_set(name: &str) -> Reply {
     )
 }
 
+pub fn sending_rate_exceeded() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Throttling failure: Maximum sending rate exceeded",
+    )
+}
+
+pub fn daily_quota_exceeded() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Throttling failure: Daily message quota exceeded",
+    )
+}
+
 pub fn too_long() -> Reply {
     Reply::new(552, "5.3.4", "Message is too long.")
 }
