@@ -422,6 +422,9 @@ pub struct DeliveryConfig {
     pub system_transport: String,
     /// The smarthost of tenants whose delivery is `relay`.
     pub relay: Option<RelayConfig>,
+    /// Delivered and bounced mail leaves queue.db this long after its last
+    /// recipient finished (captured mail stays).
+    pub retention_hours: i64,
 }
 
 impl Default for DeliveryConfig {
@@ -438,6 +441,7 @@ impl Default for DeliveryConfig {
             smtp_timeout_secs: 60,
             system_transport: "capture".into(),
             relay: None,
+            retention_hours: 168,
         }
     }
 }
@@ -463,6 +467,9 @@ impl DeliveryConfig {
         }
         if let Some(relay) = &self.relay {
             relay.validate()?;
+        }
+        if self.retention_hours < 0 {
+            bail!("config: delivery.retention_hours must not be negative");
         }
         Ok(())
     }

@@ -36,6 +36,9 @@ use crate::queue::state::{self, QueueState, RecipientUpdate};
 use crate::queue::{Direction, NewEntry};
 use crate::types::{MessageId, unix_now};
 
+/// How often finished mail past its retention is purged (and at start).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
 /// Queue tenant of gateway-generated mail; no real tenant has this name.
 pub const SYSTEM_TENANT: &str = "@system";
 
@@ -68,6 +71,7 @@ pub struct Engine {
     workers: Arc<Semaphore>,
     per_domain_limit: usize,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    retention_secs: i64,
 }
 
 /// How one recipient was routed.
@@ -109,6 +113,7 @@ impl Engine {
             workers: Arc::new(Semaphore::new(d.workers)),
             per_domain_limit: d.per_domain,
             per_domain: Mutex::new(HashMap::new()),
+            retention_secs: d.retention_hours * 3600,
         })
     }
 
@@ -130,7 +135,12 @@ impl Engine {
     /// Runs until `stop` turns true, then waits for deliveries in flight.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut purged_at: Option<Instant> = None;
         loop {
+            if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                self.purge();
+                purged_at = Some(Instant::now());
+            }
             if let Err(e) = self.dispatch(&mut tasks) {
                 tracing::error!(error = %format!("{e:#}"), "delivery pass failed");
             }
@@ -143,6 +153,21 @@ impl Engine {
         // Deliveries in flight finish (each is bounded by the SMTP
         // timeouts); what a SIGKILL interrupts is queued again at start.
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Drops finished mail older than `delivery.retention_hours`.
+    fn purge(&self) {
+        match self
+            .queue()
+            .purge_finished(unix_now() - self.retention_secs)
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "purged finished messages past their retention"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "queue purge failed"),
+        }
     }
 
     fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {

@@ -198,6 +198,20 @@ impl QueueState {
 }
 
 impl QueueState {
+    /// Deletes messages whose every recipient was delivered or bounced
+    /// at or before `finished_before`, and returns how many. Captured mail stays:
+    /// queue.db is its only copy until the tenant store takes it.
+    pub fn purge_finished(&self, finished_before: i64) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM queue_entries WHERE seq IN (
+                SELECT seq FROM queue_recipients GROUP BY seq
+                HAVING sum(status NOT IN ('delivered', 'bounced')) = 0
+                   AND sum(coalesce(transport, '') = 'capture') = 0
+                   AND max(coalesce(updated_at, 0)) <= ?1)",
+            [finished_before],
+        )?)
+    }
+
     /// Attempts made so far for these recipients.
     pub fn due_attempts(
         &self,
