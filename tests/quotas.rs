@@ -102,5 +102,5 @@ fn the_sending_rate_counts_recipients() {
     send(&s, &acct, &rcpts("b", 50)).expect_accepted();
     send(&s, &acct, &rcpts("c", 1))
         .assert_reply("454 4.7.0 Throttling failure: Maximum sending rate exceeded");
-    assert!(s.logs().contains("sending rate exceeded"));
+    assert!(s.log.wait_for(|l| l.contains("sending rate exceeded")));
 }
