@@ -240,3 +240,26 @@ fn finished_mail_is_purged_after_its_retention_but_captured_mail_stays() {
         "events stay"
     );
 }
+
+/// Messages to the same host one after another share one SMTP session
+/// (RSET between them) instead of reconnecting.
+#[test]
+fn consecutive_messages_reuse_the_connection() {
+    let nsd = dns();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
+    let (s, acct) = mx_sesame(&nsd, port);
+    for i in 0..3 {
+        let rcpt = format!("r{i}@sink.test");
+        let id = swaks_owned(&submit_args(&s, &acct, "app@acme.test", &rcpt)).expect_accepted();
+        wait_status(&s, &id, &rcpt, "delivered");
+    }
+    assert_eq!(sink.messages().len(), 3);
+    assert!(
+        s.log
+            .wait_for(|l| l.matches("reused an idle connection").count() >= 2),
+        "{}",
+        s.logs()
+    );
+}

@@ -11,6 +11,7 @@ pub mod dsn;
 pub mod engine;
 pub mod feedback;
 pub mod mx;
+mod pool;
 pub mod relay;
 pub mod schedule;
 pub mod simulator;

@@ -167,7 +167,11 @@ impl Transport for Relay {
     async fn deliver(&self, message: &Outgoing, recipients: &[String]) -> Vec<Outcome> {
         let host = format!("{}:{}", self.host, self.port);
         let outcome = match self.open().await {
-            Ok(mut client) => transaction(&mut client, &host, message, recipients).await,
+            Ok(mut client) => {
+                let result = transaction(&mut client, &host, message, recipients).await;
+                let _ = client.cmd("QUIT\r\n").await;
+                result.map(|(outcomes, _)| outcomes)
+            }
             Err(e) => Err(super::mx::HostFailure(e)),
         };
         match outcome {
