@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+mod relay;
+pub use relay::{RelayConfig, RelayTls};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -437,6 +440,11 @@ pub struct DeliveryConfig {
     /// Transport for gateway-generated mail (DSNs, virus notifications,
     /// auto-replies), queued under `@system`: `capture` or `mx`.
     pub system_transport: String,
+    /// The smarthost of tenants whose delivery is `relay`.
+    pub relay: Option<RelayConfig>,
+    /// Delivered and bounced mail leaves queue.db this long after its last
+    /// recipient finished (captured mail stays).
+    pub retention_hours: i64,
 }
 
 impl Default for DeliveryConfig {
@@ -452,6 +460,8 @@ impl Default for DeliveryConfig {
             mx_port: 25,
             smtp_timeout_secs: 60,
             system_transport: "capture".into(),
+            relay: None,
+            retention_hours: 168,
         }
     }
 }
@@ -474,6 +484,12 @@ impl DeliveryConfig {
         }
         if !["capture", "mx"].contains(&self.system_transport.as_str()) {
             bail!("config: delivery.system_transport must be capture or mx");
+        }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
+        }
+        if self.retention_hours < 0 {
+            bail!("config: delivery.retention_hours must not be negative");
         }
         Ok(())
     }

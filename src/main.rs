@@ -64,6 +64,9 @@ enum Command {
     /// Manage API keys for the tenant HTTP API.
     #[command(subcommand)]
     Apikey(cli::apikey::ApiKeyCommand),
+    /// Configuration sets: outbound TLS policy and signed event webhooks.
+    #[command(subcommand)]
+    ConfigSet(cli::config_set::ConfigSetCommand),
     /// Health of what the gateway depends on (clamd); exits 1 when scanning
     /// is enabled and clamd is unreachable.
     Status {
@@ -106,6 +109,12 @@ enum TenantCommand {
         /// signs; sesame does not sign it again).
         #[arg(long, value_parser = ["sesame", "ses"])]
         dkim: Option<String>,
+        /// SES MaxSendRate: recipients per second (-1: unlimited).
+        #[arg(long, allow_negative_numbers = true)]
+        max_send_rate: Option<i64>,
+        /// SES Max24HourSend: recipients per 24 hours (-1: unlimited).
+        #[arg(long = "max-24h-send", allow_negative_numbers = true)]
+        max_24h_send: Option<i64>,
     },
 }
 
@@ -229,7 +238,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for t in tenants {
                 let mode = if t.sandbox { "sandbox" } else { "production" };
-                println!("{}\t{mode}\t{}", t.name, t.delivery);
+                println!(
+                    "{}\t{mode}\t{}\t{}/s\t{}/24h",
+                    t.name, t.delivery, t.send_quota.max_send_rate, t.send_quota.max_24_hour_send
+                );
             }
             Ok(())
         }
@@ -241,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             delivery,
             dmarc_enforce,
             dkim,
+            max_send_rate,
+            max_24h_send,
         }) => {
             anyhow::ensure!(
                 production
@@ -248,8 +262,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     || on_infected.is_some()
                     || delivery.is_some()
                     || dmarc_enforce.is_some()
-                    || dkim.is_some(),
-                "nothing to set: pass --production, --sandbox, --on-infected, --delivery, --dmarc-enforce or --dkim"
+                    || dkim.is_some()
+                    || max_send_rate.is_some()
+                    || max_24h_send.is_some(),
+                "nothing to set: pass --production, --sandbox, --on-infected, --delivery, \
+                 --dmarc-enforce, --dkim, --max-send-rate or --max-24h-send"
             );
             let mut tenant = control.require_tenant(&name)?;
             if production || sandbox {
@@ -266,6 +283,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(signer) = dkim.as_deref().and_then(DkimSigner::parse) {
                 tenant = control.set_dkim_signer(&name, signer)?;
+            }
+            if max_send_rate.is_some() || max_24h_send.is_some() {
+                control.set_send_quota(&name, max_send_rate, max_24h_send)?;
+                tenant = control.require_tenant(&name)?;
             }
             print_json(&tenant)
         }
@@ -309,6 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rule(command) => cli::rule::run_rule(command, &control),
         Command::IpFilter(command) => cli::rule::run_ip_filter(command, &control),
         Command::Apikey(command) => cli::apikey::run(command, &control),
+        Command::ConfigSet(command) => cli::config_set::run(command, &control),
         Command::Queue(QueueCommand::Show { message_id }) => {
             let body = sesame::queue::body(&config.data_dir, &message_id)?
                 .ok_or_else(|| anyhow::anyhow!("no queued message '{message_id}'"))?;

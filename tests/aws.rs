@@ -4,6 +4,7 @@
 //! Throttling comes from a tiny local HTTP server (fault injection: moto
 //! cannot be asked to throttle).
 
+mod api_client;
 mod common;
 mod delivery_peers;
 mod moto;
@@ -11,6 +12,7 @@ mod moto;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 
+use api_client::{Api, create_api_key};
 use common::*;
 use delivery_peers::{events_of_type, recipient_state, wait_status};
 use moto::{Moto, aws_env, wait_until};
@@ -21,7 +23,7 @@ fn options(endpoint: &str, aws_extra: &str) -> Options {
     aws_env(Options::new().extra(&format!(
         "[delivery]\npoll_ms = 50\nretry_base_secs = 1\nretry_max_delay_secs = 2\n\n\
          [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nwait_time_secs = 1\n\
-         visibility_timeout_secs = 2\n{aws_extra}"
+         visibility_timeout_secs = 2\n{aws_extra}\n[api]\nlisten = \"127.0.0.1:0\"\n"
     )))
 }
 
@@ -365,6 +367,16 @@ fn s3_inbound_is_committed_once_even_when_killed_before_the_sqs_delete() {
     let body = s.queued_body(&id);
     assert!(body.contains("Hello from S3."), "{body}");
     assert!(body.contains("Received: from amazonses.com"), "{body}");
+    // And once in the tenant's store, in a thread, readable with its key.
+    let api_key = create_api_key(&s, "acme");
+    let api = Api::of(&s);
+    let stored = api.wait_message(&s, &api_key, &id);
+    assert_eq!(stored["direction"], "inbound", "{stored}");
+    let thread = stored["threadId"].as_str().expect("a thread id");
+    let listed = api.json("/v1/messages?direction=inbound", &api_key);
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 1, "{listed}");
+    let thread = api.json(&format!("/v1/threads/{thread}"), &api_key);
+    assert_eq!(thread["messages"].as_array().unwrap().len(), 1, "{thread}");
 }
 
 /// An object outside every mapped bucket/prefix is refused and its
@@ -426,6 +438,8 @@ fn s3_inbound_drops_what_it_cannot_map_and_takes_the_ses_envelope() {
     let meta: Value = serde_json::from_str(meta.trim()).unwrap();
     assert_eq!(meta["ses"]["spfVerdict"], "PASS", "{meta}");
     assert_eq!(meta["ses"]["virusVerdict"], "PASS", "{meta}");
+    // SES saw the client, sesame did not: SES's SPF verdict is the one kept.
+    assert_eq!(meta["receipt"]["spfVerdict"]["status"], "PASS", "{meta}");
 }
 
 /// A tenant set to `ses` on a node without `[aws]` keeps its mail queued

@@ -21,7 +21,8 @@ fn tenant_create_list_set() {
     let created = s.create_tenant("acme");
     assert_eq!(
         created,
-        json!({"name": "acme", "sandbox": true, "delivery": "capture", "dmarc_enforce": true})
+        json!({"name": "acme", "sandbox": true, "delivery": "capture", "dmarc_enforce": true,
+               "send_quota": {"MaxSendRate": 1, "Max24HourSend": 200}})
     );
     s.create_tenant("beta");
 

@@ -54,6 +54,7 @@ fn mail_reaches_a_real_mta_through_mx_lookup_signed() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
     let (s, acct) = mx_sesame(&nsd, port);
+    s.cli_ok(&["config-set", "create", "acme", "marketing"]);
     let mut args = submit_args(
         &s,
         &acct,
@@ -197,4 +198,68 @@ fn a_connection_dropped_at_end_of_data_is_deferred() {
     );
     assert!(events_of_type(&s, "acme", &id, "Bounce").is_empty());
     assert!(!events_of_type(&s, "acme", &id, "DeliveryDelay").is_empty());
+}
+
+/// `delivery.retention_hours = 0`: delivered mail leaves queue.db at the
+/// next purge (one runs at every start); captured mail stays, as queue.db
+/// is its only copy.
+#[test]
+fn finished_mail_is_purged_after_its_retention_but_captured_mail_stays() {
+    let nsd = dns();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
+    let mut s = Sesame::start(Options::new().extra(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[delivery]\npoll_ms = 50\nmx_port = {port}\n\
+         smtp_timeout_secs = 10\nretention_hours = 0\n",
+        nsd.addr
+    )));
+    let acct = s.account("acme", "acme.test", true);
+    s.cli_ok(&["tenant", "set", "acme", "--delivery", "mx"]);
+    let kept = s.account("beta", "beta.test", true);
+    let sent =
+        swaks_owned(&submit_args(&s, &acct, "app@acme.test", "alice@sink.test")).expect_accepted();
+    let captured =
+        swaks_owned(&submit_args(&s, &kept, "app@beta.test", "bob@example.net")).expect_accepted();
+    wait_status(&s, &sent, "alice@sink.test", "delivered");
+    wait_status(&s, &captured, "bob@example.net", "delivered");
+    assert_eq!(sink.messages().len(), 1);
+    s.stop();
+    s.restart();
+    assert!(
+        s.log
+            .wait_for(|l| l.contains("purged finished messages past their retention")),
+        "{}",
+        s.logs()
+    );
+    assert!(s.queue_entry(&sent).is_none(), "{:?}", s.queue());
+    assert!(s.queue_entry(&captured).is_some(), "{:?}", s.queue());
+    assert_eq!(
+        events_of_type(&s, "acme", &sent, "Delivery").len(),
+        1,
+        "events stay"
+    );
+}
+
+/// Messages to the same host one after another share one SMTP session
+/// (RSET between them) instead of reconnecting.
+#[test]
+fn consecutive_messages_reuse_the_connection() {
+    let nsd = dns();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
+    let (s, acct) = mx_sesame(&nsd, port);
+    for i in 0..3 {
+        let rcpt = format!("r{i}@sink.test");
+        let id = swaks_owned(&submit_args(&s, &acct, "app@acme.test", &rcpt)).expect_accepted();
+        wait_status(&s, &id, &rcpt, "delivered");
+    }
+    assert_eq!(sink.messages().len(), 3);
+    assert!(
+        s.log
+            .wait_for(|l| l.matches("reused an idle connection").count() >= 2),
+        "{}",
+        s.logs()
+    );
 }

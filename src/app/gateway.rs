@@ -30,6 +30,8 @@ pub struct Gateway {
     pub scanner: Scanner,
     pub signer: Signer,
     pub inbound_auth: InboundAuth,
+    pub feedback: crate::delivery::feedback::Feedback,
+    pub quotas: checks::quota::Quotas,
     pub default_mail_from_domain: String,
     pub hostname: String,
     pub region: String,
@@ -73,11 +75,29 @@ impl Backend for Gateway {
             // SES does.
             return Ok(());
         }
+        // Late bounces and complaints to a VERP address we sent from.
+        if self.feedback.is_report_address(recipient) {
+            return Ok(());
+        }
         self.route_recipient(session, recipient).map(|_| ())
     }
 
-    async fn message(&self, session: &SessionInfo, transaction: Transaction) -> Reply {
+    async fn message(&self, session: &SessionInfo, mut transaction: Transaction) -> Reply {
         let id = MessageId::generate();
+        if session.listener == ListenerKind::Mx {
+            let reports = self
+                .feedback
+                .take_report_addresses(&mut transaction.recipients);
+            if !reports.is_empty() {
+                if let Err(e) = self.feedback.process(&id, &reports, &transaction.body) {
+                    tracing::error!(session = session.session_id, report_id = %id, error = %format!("{e:#}"), "feedback report not recorded");
+                    return texts::temporary_failure();
+                }
+                if transaction.recipients.is_empty() {
+                    return texts::accepted(id.as_str());
+                }
+            }
+        }
         let prepared = match session.listener {
             ListenerKind::Mx => self.prepare_inbound(session, &id, transaction).await,
             _ => self.prepare_outbound(session, &id, transaction).await,
@@ -195,6 +215,8 @@ impl Gateway {
             &tx.recipients,
             &headers,
         )?;
+        checks::config_set::check(&self.control, &tenant, &tx.body)?;
+        self.admit_by_quota(&tenant, tx.recipients.len())?;
         // Scanned before stamping (and signing): what is signed is what is sent.
         let ctx = ScanContext::outbound(
             id,
@@ -246,6 +268,14 @@ impl Gateway {
                 Err(texts::temporary_failure())
             }
         }
+    }
+
+    fn admit_by_quota(&self, tenant: &str, recipients: usize) -> Result<(), Reply> {
+        let quota = match self.control.tenant(tenant) {
+            Ok(Some(t)) => t.send_quota,
+            _ => return Err(texts::temporary_failure()),
+        };
+        self.quotas.admit(tenant, quota, recipients)
     }
 
     /// Prepends the DKIM signatures; signed exactly once, before queueing.

@@ -59,6 +59,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             &config.dns.nameservers,
             &config.hostname,
         )?,
+        feedback: crate::delivery::feedback::Feedback::new(control.clone(), &config.data_dir)?,
+        quotas: crate::checks::quota::Quotas::open(&config.data_dir)?,
         default_mail_from_domain: config.default_mail_from_domain().to_string(),
         hostname: config.hostname.clone(),
         region: config.region.clone(),
@@ -150,6 +152,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     timeout,
                 ))) as Arc<dyn crate::delivery::Transport>
             }),
+            relay: match &config.delivery.relay {
+                Some(relay) => Some(keep_sent(Arc::new(crate::delivery::relay::Relay::new(
+                    relay,
+                    &config.hostname,
+                    timeout,
+                )?)) as Arc<dyn crate::delivery::Transport>),
+                None => None,
+            },
         };
         let engine = Arc::new(crate::delivery::Engine::new(
             &config,
@@ -157,6 +167,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             transports,
         )?);
         background.spawn(engine.run(stop_rx.clone()));
+        let backoff = crate::delivery::webhooks::Backoff {
+            base_secs: config.delivery.retry_base_secs,
+            max_delay_secs: config.delivery.retry_max_delay_secs,
+            max_age_secs: config.delivery.max_age_secs,
+        };
+        background.spawn(crate::delivery::webhooks::run(
+            control.clone(),
+            backoff,
+            Duration::from_millis(config.delivery.poll_ms),
+            stop_rx.clone(),
+        ));
     } else {
         tracing::warn!("delivery.enabled = false: queued mail is not delivered");
     }

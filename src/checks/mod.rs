@@ -1,6 +1,8 @@
 //! Policy checks run after the final dot, before anything is queued.
 
+pub mod config_set;
 pub mod inbound;
+pub mod quota;
 
 use mail_parser::MessageParser;
 

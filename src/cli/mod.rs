@@ -1,6 +1,7 @@
 //! Subcommands of the `sesame` binary that need more than a line or two.
 
 pub mod apikey;
+pub mod config_set;
 pub mod domain;
 pub mod rule;
 

@@ -176,8 +176,9 @@ impl Control {
         let message_id = event["mail"]["messageId"]
             .as_str()
             .context("event without mail.messageId")?;
-        let db = self.db();
-        db.execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "INSERT INTO events(tenant, message_id, event_type, created_at, json)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -189,7 +190,12 @@ impl Control {
             ],
         )
         .with_context(|| format!("recording a {event_type} event for tenant '{tenant}'"))?;
-        Ok(db.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        // Webhook POSTs are queued with the event, so neither exists alone.
+        super::config_sets::enqueue_webhooks(&tx, tenant, event)
+            .with_context(|| format!("queueing webhooks for a {event_type} event"))?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// A tenant's events, oldest first, optionally for one message.

@@ -3,11 +3,13 @@
 //! operator makes survives a crash.
 
 mod apikeys;
+mod config_sets;
 mod credentials;
 mod domains;
 mod events;
 mod identities;
 mod rules;
+mod quotas;
 pub mod seal;
 mod ses_messages;
 mod suppression;
@@ -20,6 +22,10 @@ use anyhow::Context;
 use rusqlite::Connection;
 
 pub use apikeys::{ApiKeyInfo, ApiKeyOwner, NewApiKey};
+pub use config_sets::{
+    ConfigSet, DueWebhook, EVENT_TYPES, EventDestination, TlsPolicy, config_set_header,
+    parse_event_types,
+};
 pub use credentials::{NewCredential, StoredCredential, ses_smtp_password};
 pub use domains::{
     DkimKey, Domain, KeyState, KeyType, MailFromBehavior, NewKey, StatusUpdate, Tracked,
@@ -27,6 +33,7 @@ pub use domains::{
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
 pub use ses_messages::SesMessage;
+pub use quotas::SendQuota;
 pub use suppression::Suppressed;
 pub use tenants::{DkimSigner, Tenant};
 
@@ -112,6 +119,8 @@ impl Control {
             .context("control.db api keys schema")?;
         conn.execute_batch(ses_messages::SCHEMA)
             .context("control.db ses_messages schema")?;
+        conn.execute_batch(config_sets::SCHEMA)
+            .context("control.db configuration sets schema")?;
         Ok(Control {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_path_buf(),

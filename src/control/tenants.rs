@@ -3,6 +3,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::Control;
+use super::quotas::SendQuota;
 use crate::config::InfectedAction;
 use crate::types::unix_now;
 
@@ -21,6 +22,8 @@ pub struct Tenant {
     /// like `on_infected` when not the default).
     #[serde(skip_serializing_if = "DkimSigner::is_sesame")]
     pub dkim_signer: DkimSigner,
+    /// The quota in force (its own values, or SES's for its mode).
+    pub send_quota: SendQuota,
 }
 
 /// `sesame` signs at submission (the default); `ses` leaves it to SES's
@@ -74,19 +77,22 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
         "tenants",
         "dkim_signer",
         "TEXT NOT NULL DEFAULT 'sesame'",
-    )
+    )?;
+    super::quotas::migrate(conn)
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     let on_infected: Option<String> = r.get(3)?;
     let dkim_signer: String = r.get(4)?;
+    let sandbox = r.get(1)?;
     Ok(Tenant {
         name: r.get(0)?,
-        sandbox: r.get(1)?,
+        sandbox,
         delivery: r.get(2)?,
         on_infected: on_infected.as_deref().and_then(InfectedAction::parse),
         dmarc_enforce: r.get(5)?,
         dkim_signer: DkimSigner::parse(&dkim_signer).unwrap_or(DkimSigner::Sesame),
+        send_quota: SendQuota::effective(sandbox, r.get(6)?, r.get(7)?),
     })
 }
 
@@ -130,7 +136,8 @@ impl Control {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce FROM tenants WHERE name = ?1",
+                "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce, max_send_rate, max_24h_send
+                 FROM tenants WHERE name = ?1",
                 [name],
                 tenant_row,
             )
@@ -145,7 +152,8 @@ impl Control {
     pub fn tenants(&self) -> anyhow::Result<Vec<Tenant>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce FROM tenants ORDER BY name",
+            "SELECT name, sandbox, delivery, on_infected, dkim_signer, dmarc_enforce, max_send_rate, max_24h_send
+             FROM tenants ORDER BY name",
         )?;
         let rows = stmt.query_map([], tenant_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -160,8 +168,8 @@ impl Control {
         self.require_tenant(name)
     }
 
-    /// How the tenant's outbound mail leaves: `capture`, `mx` or `ses`
-    /// (`relay` is an accepted name whose transport is not built yet).
+    /// How the tenant's outbound mail leaves: `capture`, `mx`, `relay` or
+    /// `ses`.
     pub fn set_delivery(&self, name: &str, delivery: &str) -> anyhow::Result<Tenant> {
         if !["capture", "mx", "relay", "ses"].contains(&delivery) {
             bail!("delivery must be capture, mx, relay or ses, not '{delivery}'");

@@ -31,11 +31,14 @@ use super::send_options::SendOptions;
 use super::simulator::{self, Behaviour};
 use super::{Outcome, Outgoing, Transport, dsn, recipient_domain};
 use crate::config::Config;
-use crate::control::{Control, MailInfo, iso8601_millis, ses_event};
+use crate::control::{Control, MailInfo, TlsPolicy, config_set_header, iso8601_millis, ses_event};
 use crate::proto::headers::HeaderBlock;
 use crate::queue::state::{self, QueueState, RecipientUpdate};
 use crate::queue::{Direction, NewEntry};
 use crate::types::{MessageId, unix_now};
+
+/// How often finished mail past its retention is purged (and at start).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Queue tenant of gateway-generated mail; no real tenant has this name.
 pub const SYSTEM_TENANT: &str = "@system";
@@ -54,6 +57,8 @@ pub struct Transports {
     pub mx: Arc<dyn Transport>,
     /// Inbound mail into the tenant's store.
     pub local: Arc<dyn Transport>,
+    /// Present when `[delivery.relay]` is configured.
+    pub relay: Option<Arc<dyn Transport>>,
     pub simulator: Arc<dyn Transport>,
     /// Present when the config has an `[aws]` section.
     pub ses: Option<Arc<dyn Transport>>,
@@ -71,6 +76,7 @@ pub struct Engine {
     workers: Arc<Semaphore>,
     per_domain_limit: usize,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    retention_secs: i64,
 }
 
 /// How one recipient was routed.
@@ -112,6 +118,7 @@ impl Engine {
             workers: Arc::new(Semaphore::new(d.workers)),
             per_domain_limit: d.per_domain,
             per_domain: Mutex::new(HashMap::new()),
+            retention_secs: d.retention_hours * 3600,
         })
     }
 
@@ -133,7 +140,12 @@ impl Engine {
     /// Runs until `stop` turns true, then waits for deliveries in flight.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut purged_at: Option<Instant> = None;
         loop {
+            if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                self.purge();
+                purged_at = Some(Instant::now());
+            }
             if let Err(e) = self.dispatch(&mut tasks) {
                 tracing::error!(error = %format!("{e:#}"), "delivery pass failed");
             }
@@ -146,6 +158,21 @@ impl Engine {
         // Deliveries in flight finish (each is bounded by the SMTP
         // timeouts); what a SIGKILL interrupts is queued again at start.
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Drops finished mail older than `delivery.retention_hours`.
+    fn purge(&self) {
+        match self
+            .queue()
+            .purge_finished(unix_now() - self.retention_secs)
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "purged finished messages past their retention"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "queue purge failed"),
+        }
     }
 
     fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {
@@ -227,6 +254,7 @@ impl Engine {
             body: Arc::new(body),
             options: SendOptions::from_headers(&entry.body),
             meta: Arc::new(entry.meta.clone()),
+            require_tls: evented && self.requires_tls(&entry)?,
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
         let to_transport: Vec<String> = recipients
@@ -506,11 +534,24 @@ impl Engine {
                 Some(ses) => Ok(ses.clone()),
                 None => Err("451 4.3.5 delivery mode 'ses' needs an [aws] config section".into()),
             },
-            // Kept queued (and retried) rather than lost until these exist.
-            other => Err(format!(
-                "451 4.3.5 delivery mode '{other}' is not available yet"
-            )),
+            "relay" => self.transports.relay.clone().ok_or_else(|| {
+                "451 4.3.5 delivery mode 'relay' needs [delivery.relay] in the config".to_string()
+            }),
+            // A mode this build does not know (a control.db edited by hand or
+            // by a newer version): kept queued and retried, never lost.
+            other => Err(format!("451 4.3.5 unknown delivery mode '{other}'")),
         })
+    }
+
+    /// Whether the message's configuration set has `TlsPolicy REQUIRE`.
+    fn requires_tls(&self, entry: &state::EntryInfo) -> anyhow::Result<bool> {
+        let Some(name) = config_set_header(&entry.body) else {
+            return Ok(false);
+        };
+        Ok(self
+            .control
+            .config_set(&entry.tenant, &name)?
+            .is_some_and(|set| set.tls_policy == TlsPolicy::Require))
     }
 
     fn event(&self, tenant: &str, event: Value) {
@@ -546,7 +587,7 @@ impl Engine {
 }
 
 /// The `mail` object of every event about this message.
-fn mail_object(entry: &state::EntryInfo) -> Value {
+pub(crate) fn mail_object(entry: &state::EntryInfo) -> Value {
     let headers = HeaderBlock::parse(&entry.body);
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for field in &headers.fields {

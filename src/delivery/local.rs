@@ -122,6 +122,8 @@ mod tests {
             mail_from: "ann@ext.test".into(),
             body: Arc::new(b"Subject: hi\r\nMessage-ID: <m@ext.test>\r\n\r\nhi\r\n".to_vec()),
             meta: Arc::new(meta),
+            options: Default::default(),
+            require_tls: false,
         }
     }
 

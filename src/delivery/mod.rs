@@ -10,11 +10,15 @@ pub mod capture;
 pub mod dsn;
 pub mod engine;
 pub mod local;
+pub mod feedback;
 pub mod mx;
+mod pool;
+pub mod relay;
 pub mod schedule;
 pub mod send_options;
 pub mod ses;
 pub mod simulator;
+pub mod webhooks;
 
 use async_trait::async_trait;
 
@@ -75,6 +79,8 @@ pub struct Outgoing {
     pub options: send_options::SendOptions,
     /// The queue entry's metadata (`NewEntry::meta`).
     pub meta: std::sync::Arc<serde_json::Value>,
+    /// Its configuration set says `TlsPolicy REQUIRE`: no plaintext hop.
+    pub require_tls: bool,
 }
 
 /// A way out of the gateway. Implementations must answer exactly one

@@ -4,7 +4,12 @@
 //! failure. One SMTP transaction per (message, domain) carries every
 //! recipient, so each gets its own RCPT reply. STARTTLS is used whenever the
 //! peer offers it (opportunistic: certificates are not checked, as between
-//! MTAs without DANE/MTA-STS), and plaintext otherwise.
+//! MTAs without DANE/MTA-STS), and plaintext otherwise, unless the
+//! message's configuration set requires TLS: then a host without STARTTLS
+//! is skipped like an unreachable one, and the reason is recorded.
+//! After a clean transaction the session stays open for a few seconds
+//! (`pool`), and the next message to the same address reuses it after an
+//! RSET.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use smtp_proto::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
+use super::pool::{Pool, Session};
 use super::{Outcome, Outgoing, Transport, enhanced_status, recipient_domain};
 use crate::dns::{Answer, DnsResolver};
 
@@ -25,10 +31,11 @@ pub struct Mx {
     helo: String,
     timeout: Duration,
     tls: TlsConnector,
+    pool: Pool,
 }
 
 /// Why a host was given up on before any recipient had an answer.
-struct HostFailure(String);
+pub(super) struct HostFailure(pub(super) String);
 
 impl Mx {
     pub fn new(
@@ -45,6 +52,7 @@ impl Mx {
             helo: helo.to_string(),
             timeout,
             tls,
+            pool: Pool::default(),
         })
     }
 
@@ -88,6 +96,36 @@ impl Mx {
         message: &Outgoing,
         recipients: &[String],
     ) -> Result<Vec<Outcome>, HostFailure> {
+        if let Some(mut session) = self.pool.take(addr, message.require_tls).await {
+            // A failure before MAIL was answered falls back to a new
+            // connection below.
+            if let Ok((outcomes, clean)) = session.run(host, message, recipients).await {
+                tracing::info!(message_id = %message.message_id, %host, %addr, "reused an idle connection");
+                self.release(addr, session, clean).await;
+                return Ok(outcomes);
+            }
+        }
+        let mut session = self.connect(addr, host, message).await?;
+        let (outcomes, clean) = session.run(host, message, recipients).await?;
+        self.release(addr, session, clean).await;
+        Ok(outcomes)
+    }
+
+    async fn release(&self, addr: SocketAddr, session: Session, clean: bool) {
+        if clean {
+            self.pool.put(addr, session);
+        } else {
+            session.quit().await;
+        }
+    }
+
+    /// A new session, greeted, EHLO'd, and TLS'd when the peer offers it.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        message: &Outgoing,
+    ) -> Result<Session, HostFailure> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             HostFailure(format!("{host} [{addr}]: {what}: {e}"))
         };
@@ -111,14 +149,19 @@ impl Mx {
                 .ehlo(&self.helo)
                 .await
                 .map_err(|e| fail("EHLO after STARTTLS", &e))?;
-            transaction(&mut client, host, message, recipients).await
+            Ok(Session::Tls(Box::new(client)))
+        } else if message.require_tls {
+            let _ = client.cmd("QUIT\r\n").await;
+            Err(HostFailure(format!(
+                "{host} [{addr}]: STARTTLS not offered, and the configuration set requires TLS (TlsPolicy REQUIRE)"
+            )))
         } else {
-            transaction(&mut client, host, message, recipients).await
+            Ok(Session::Plain(client))
         }
     }
 }
 
-fn reply_text(r: &Response<String>) -> String {
+pub(super) fn reply_text(r: &Response<String>) -> String {
     let esc = if r.esc[0] != 0 {
         format!(" {}.{}.{}", r.esc[0], r.esc[1], r.esc[2])
     } else {
@@ -147,35 +190,44 @@ fn classify(r: &Response<String>, host: &str) -> Outcome {
 /// MAIL, RCPT for each recipient, DATA. Once MAIL has an answer the host is
 /// committed to: later trouble (a dropped connection mid-DATA) is a
 /// transient outcome for the recipients it concerns, not a reason to try
-/// another host within this attempt.
-async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+/// another host within this attempt. Also answers whether the session is
+/// clean enough for another transaction (the caller QUITs or keeps it).
+pub(super) async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     host: &str,
     message: &Outgoing,
     recipients: &[String],
-) -> Result<Vec<Outcome>, HostFailure> {
+) -> Result<(Vec<Outcome>, bool), HostFailure> {
     let mail = client
         .cmd(format!("MAIL FROM:<{}>\r\n", message.mail_from))
         .await
         .map_err(|e| HostFailure(format!("{host}: MAIL FROM: {e}")))?;
     if mail.code / 100 != 2 {
         let outcome = classify(&mail, host);
-        let _ = client.cmd("QUIT\r\n").await;
-        return Ok(recipients.iter().map(|_| outcome.clone()).collect());
+        return Ok((
+            recipients.iter().map(|_| outcome.clone()).collect(),
+            mail.code != 421,
+        ));
     }
+    let mut clean = true;
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(recipients.len());
     for r in recipients {
         match client.cmd(format!("RCPT TO:<{r}>\r\n")).await {
             Ok(reply) if reply.code / 100 == 2 => outcomes.push(None),
-            Ok(reply) => outcomes.push(Some(classify(&reply, host))),
-            Err(e) => outcomes.push(Some(Outcome::transient(format!(
-                "421 4.4.2 {host}: connection lost at RCPT: {e}"
-            )))),
+            Ok(reply) => {
+                clean &= reply.code != 421;
+                outcomes.push(Some(classify(&reply, host)))
+            }
+            Err(e) => {
+                clean = false;
+                outcomes.push(Some(Outcome::transient(format!(
+                    "421 4.4.2 {host}: connection lost at RCPT: {e}"
+                ))))
+            }
         }
     }
     if outcomes.iter().all(Option::is_some) {
-        let _ = client.cmd("QUIT\r\n").await;
-        return Ok(outcomes.into_iter().flatten().collect());
+        return Ok((outcomes.into_iter().flatten().collect(), clean));
     }
     let data_outcome = match client.cmd("DATA\r\n").await {
         Ok(reply) if reply.code == 354 => {
@@ -184,24 +236,41 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             let body = body.strip_suffix(b"\r\n").unwrap_or(body);
             match client.write_message(body).await {
                 Ok(()) => match client.read().await {
-                    Ok(reply) => classify(&reply, host),
-                    Err(e) => Outcome::transient(format!(
-                        "421 4.4.2 {host}: connection lost after the message was sent: {e}"
-                    )),
+                    Ok(reply) => {
+                        clean &= reply.code != 421;
+                        classify(&reply, host)
+                    }
+                    Err(e) => {
+                        clean = false;
+                        Outcome::transient(format!(
+                            "421 4.4.2 {host}: connection lost after the message was sent: {e}"
+                        ))
+                    }
                 },
-                Err(e) => Outcome::transient(format!(
-                    "421 4.4.2 {host}: connection lost during DATA: {e}"
-                )),
+                Err(e) => {
+                    clean = false;
+                    Outcome::transient(format!(
+                        "421 4.4.2 {host}: connection lost during DATA: {e}"
+                    ))
+                }
             }
         }
-        Ok(reply) => classify(&reply, host),
-        Err(e) => Outcome::transient(format!("421 4.4.2 {host}: connection lost at DATA: {e}")),
+        Ok(reply) => {
+            clean &= reply.code != 421;
+            classify(&reply, host)
+        }
+        Err(e) => {
+            clean = false;
+            Outcome::transient(format!("421 4.4.2 {host}: connection lost at DATA: {e}"))
+        }
     };
-    let _ = client.cmd("QUIT\r\n").await;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| data_outcome.clone()))
-        .collect())
+    Ok((
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| data_outcome.clone()))
+            .collect(),
+        clean,
+    ))
 }
 
 #[async_trait]
@@ -260,7 +329,7 @@ impl Transport for Mx {
             ));
         }
         all(Outcome::transient(format!(
-            "451 4.4.1 no MX host of {domain} accepted a connection ({})",
+            "451 4.4.1 no MX host of {domain} took the message ({})",
             errors.join("; ")
         )))
     }

@@ -107,6 +107,7 @@ mod tests {
             body: Default::default(),
             options: Default::default(),
             meta: Default::default(),
+            require_tls: false,
         };
         let rcpts: Vec<String> = ["success", "bounce", "ooto", "complaint", "suppressionlist"]
             .iter()

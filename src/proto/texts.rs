@@ -140,6 +140,37 @@ pub fn missing_from() -> Reply {
     )
 }
 
+/// SES's wording for an `X-SES-CONFIGURATION-SET` the account lacks
+/// (its API error ConfigurationSetDoesNotExist says the same).
+pub fn unknown_configuration_set(name: &str) -> Reply {
+    let shown: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect();
+    Reply::new(
+        554,
+        "5.3.0",
+        format!("Configuration set <{shown}> does not exist."),
+    )
+}
+
+pub fn sending_rate_exceeded() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Throttling failure: Maximum sending rate exceeded",
+    )
+}
+
+pub fn daily_quota_exceeded() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Throttling failure: Daily message quota exceeded",
+    )
+}
+
 pub fn too_long() -> Reply {
     Reply::new(552, "5.3.4", "Message is too long.")
 }

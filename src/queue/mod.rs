@@ -165,6 +165,10 @@ fn migrate(conn: &rusqlite::Connection) -> anyhow::Result<()> {
         "CREATE INDEX IF NOT EXISTS queue_recipients_due
          ON queue_recipients(status, next_attempt_at)",
     )?;
+    // The daily sending quota counts a tenant's recent mail.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS queue_entries_by_tenant ON queue_entries(tenant, received_at)",
+    )?;
     Ok(())
 }
 

@@ -139,6 +139,26 @@ impl QueueState {
         Ok(info)
     }
 
+    /// The outbound entry that was sent with the VERP envelope sender
+    /// `address` (`<message-id>@<mail-from-domain>`): what an asynchronous
+    /// bounce or complaint addressed there is about.
+    pub fn sent_from(&self, message_id: &str, address: &str) -> anyhow::Result<Option<EntryInfo>> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM queue_entries
+                 WHERE message_id = ?1 AND direction = 'outbound' AND lower(mail_from) = lower(?2)
+                 ORDER BY seq LIMIT 1",
+                [message_id, address],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match seq {
+            Some(seq) => self.entry(seq),
+            None => Ok(None),
+        }
+    }
+
     /// True exactly once per entry: whoever gets true emits the Send event.
     pub fn take_send_event(&self, seq: i64) -> anyhow::Result<bool> {
         Ok(self.conn.execute(
@@ -185,6 +205,20 @@ impl QueueState {
 }
 
 impl QueueState {
+    /// Deletes messages whose every recipient was delivered or bounced
+    /// at or before `finished_before`, and returns how many. Captured mail stays:
+    /// queue.db is its only copy until the tenant store takes it.
+    pub fn purge_finished(&self, finished_before: i64) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM queue_entries WHERE seq IN (
+                SELECT seq FROM queue_recipients GROUP BY seq
+                HAVING sum(status NOT IN ('delivered', 'bounced')) = 0
+                   AND sum(coalesce(transport, '') = 'capture') = 0
+                   AND max(coalesce(updated_at, 0)) <= ?1)",
+            [finished_before],
+        )?)
+    }
+
     /// Attempts made so far for these recipients.
     pub fn due_attempts(
         &self,

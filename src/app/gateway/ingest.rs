@@ -69,9 +69,14 @@ impl InboundSink for Gateway {
                 transient: reply.code < 500,
                 reason: reply.text().to_string(),
             })?;
-        // SES's own verdicts go with sesame's, for the store to show.
-        if !ses_verdicts.is_null() {
+        // SES saw the connecting client; sesame did not (its SPF ran
+        // against no address). SES's verdicts, when the notification has
+        // them, are the receipt verdicts; the full set stays under `ses`.
+        if let Some(ses) = ses_verdicts.as_object() {
             for entry in &mut entries {
+                for (key, status) in ses {
+                    entry.meta["receipt"][key] = serde_json::json!({ "status": status });
+                }
                 entry.meta["ses"] = ses_verdicts.clone();
             }
         }
