@@ -8,8 +8,8 @@ mod credentials;
 mod domains;
 mod events;
 mod identities;
-mod rules;
 mod quotas;
+mod rules;
 pub mod seal;
 mod ses_messages;
 mod suppression;
@@ -32,8 +32,8 @@ pub use domains::{
 };
 pub use events::{EventRecord, MailInfo, iso8601_millis, ses_event};
 pub use identities::{Identity, IdentityKind, IdentityStatus};
-pub use ses_messages::SesMessage;
 pub use quotas::SendQuota;
+pub use ses_messages::SesMessage;
 pub use suppression::Suppressed;
 pub use tenants::{DkimSigner, Tenant};
 

@@ -9,8 +9,8 @@
 pub mod capture;
 pub mod dsn;
 pub mod engine;
-pub mod local;
 pub mod feedback;
+pub mod local;
 pub mod mx;
 mod pool;
 pub mod relay;
