@@ -47,7 +47,7 @@ read -r -a SOURCE_OPTS <<<"${BENCH_SOURCE_OPTS:-}"
 die() { echo "postfix-compare: ERROR: $*" >&2; exit 1; }
 note() { echo "postfix-compare: $*" >&2; }
 
-for t in smtp-source postfix postconf python3 timeout; do
+for t in smtp-source postfix postconf python3 timeout nsd dig; do
     command -v "$t" >/dev/null 2>&1 || die "'$t' not found; run scripts/install-deps.sh"
 done
 [ "$(id -u)" -eq 0 ] || die "must run as root (Postfix master needs it)"
@@ -70,6 +70,7 @@ chmod 755 "$STATE"   # the postfix user must traverse it to reach its queue
 PF_CONF=""    # config dir of the running Postfix instance, if any
 SES_PID=""    # pid of the running sesame, if any
 SES_FD=""     # read end of sesame's stdout fifo
+NSD_PID=""    # pid of the loopback nameserver sesame checks SPF/DMARC against
 
 # SIGTERM a child and wait for it, with a SIGKILL watchdog so a hung shutdown
 # cannot hang the benchmark (sesame's own grace period is 30 s by default).
@@ -97,6 +98,7 @@ cleanup() {
     set +e
     [ -n "$PF_CONF" ] && postfix -c "$PF_CONF" stop >/dev/null 2>&1
     [ -n "$SES_PID" ] && term_and_wait "$SES_PID"
+    [ -n "$NSD_PID" ] && term_and_wait "$NSD_PID"
     if [ "$rc" -ne 0 ]; then
         find "$STATE" -name '*.log' -exec sh -c \
             'for f; do echo "---- last lines of $f"; tail -n 20 "$f"; done' sh {} + >&2
@@ -198,6 +200,55 @@ pf_stop() {
 # Messages sitting in the instance's hold queue.
 pf_count() { find "$1/queue/hold" -type f | wc -l; }
 
+# ---------------------------------------------------------------- dns
+# sesame checks SPF, DKIM and DMARC on everything its MX listener takes, as a
+# real MX does; Postfix here checks nothing. The sender's records come from a
+# real nameserver on loopback (nsd), never from the machine's resolver, so
+# the lookups cost what a nearby resolver costs (sesame caches the answers).
+# Sets NSD_PORT.
+dns_start() {
+    local dir="$STATE/dns" i
+    mkdir -p "$dir"
+    NSD_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    cat >"$dir/test.zone" <<EOF
+\$ORIGIN test.
+\$TTL 3600
+@        IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+@        IN NS  ns.test.
+ns       IN A   127.0.0.1
+source   IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
+_dmarc.source IN TXT "v=DMARC1; p=none"
+EOF
+    cat >"$dir/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1@$NSD_PORT
+    port: $NSD_PORT
+    do-ip6: no
+    server-count: 1
+    username: ""
+    chroot: ""
+    database: ""
+    zonesdir: "$dir"
+    pidfile: "$dir/nsd.pid"
+    xfrdfile: "$dir/xfrd.state"
+    zonelistfile: "$dir/zone.list"
+remote-control:
+    control-enable: no
+zone:
+    name: "test"
+    zonefile: "test.zone"
+EOF
+    nsd -d -c "$dir/nsd.conf" >"$dir/nsd.log" 2>&1 &
+    NSD_PID=$!
+    for i in $(seq 1 100); do
+        dig +short +time=1 +tries=1 -p "$NSD_PORT" @127.0.0.1 TXT source.test 2>/dev/null \
+            | grep -q spf1 && return 0
+        kill -0 "$NSD_PID" 2>/dev/null || die "nsd exited (see $dir/nsd.log)"
+        sleep 0.1
+    done
+    die "nsd did not answer on 127.0.0.1:$NSD_PORT (see $dir/nsd.log)"
+}
+
 # ---------------------------------------------------------------- sesame
 # Create a fresh data dir + config in $1, start serve; sets SES_PID, SES_PORT.
 ses_start() {
@@ -212,6 +263,14 @@ data_dir = "$dir/data"
 cert = "$dir/bench.crt"
 key = "$dir/bench.key"
 generate_self_signed = true
+
+[dns]
+nameservers = ["127.0.0.1:$NSD_PORT"]
+
+# Postfix HOLDs everything: it only accepts. So does sesame here (delivery
+# into the tenant store would otherwise run alongside, with its own fsyncs).
+[delivery]
+enabled = false
 
 [[listener]]
 name = "mx"
@@ -283,6 +342,8 @@ fi
 
 note "state in $STATE ($fstype); reps=$REPS; 1KB x $COUNT_1K, 100KB x $COUNT_100K; sessions: $SESSIONS_LIST"
 note "postfix $(postconf -h -d mail_version 2>/dev/null); one TCP connection per message unless BENCH_SOURCE_OPTS=-d"
+
+[ "$POSTFIX_ONLY" = 1 ] || dns_start
 
 ROWS=()
 PEAK_KB=0

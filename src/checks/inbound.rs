@@ -89,7 +89,11 @@ pub struct InboundAuth {
 impl InboundAuth {
     /// Looks records up on `nameservers` (`ip:port`; empty: the system's).
     pub fn new(nameservers: &[String], hostname: &str) -> anyhow::Result<InboundAuth> {
-        let (config, options) = resolver::resolver_settings(nameservers)?;
+        let (config, mut options) = resolver::resolver_settings(nameservers)?;
+        // Mail checks honour the records' TTLs, as any MTA's resolver does
+        // (domain verification keeps its own, uncached resolver: it must see
+        // what is published now).
+        options.cache_size = 4096;
         let authenticator = MessageAuthenticator::new(config, options)
             .map_err(|e| anyhow::anyhow!("SPF/DKIM/DMARC resolver: {e}"))?;
         Ok(InboundAuth {
