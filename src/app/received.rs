@@ -29,15 +29,8 @@ pub fn notifications(entries: &[NewEntry]) -> Vec<Notification> {
         let Some(rules) = entry.meta["rules"].as_array() else {
             continue;
         };
-        let mail = MailInfo {
-            message_id: entry.message_id.as_str(),
-            timestamp_ms: now_ms(),
-            source: &entry.source,
-            destination: &entry.recipients,
-            raw: &entry.body,
-            tags: Default::default(),
-        }
-        .to_json();
+        // Built (headers parsed) only for a message some rule posts.
+        let mut mail: Option<Value> = None;
         for rule in rules {
             let actions: Vec<RuleAction> =
                 serde_json::from_value(rule["actions"].clone()).unwrap_or_default();
@@ -49,6 +42,17 @@ pub fn notifications(entries: &[NewEntry]) -> Vec<Notification> {
                 else {
                     continue;
                 };
+                let mail = mail.get_or_insert_with(|| {
+                    MailInfo {
+                        message_id: entry.message_id.as_str(),
+                        timestamp_ms: now_ms(),
+                        source: &entry.source,
+                        destination: &entry.recipients,
+                        raw: &entry.body,
+                        tags: Default::default(),
+                    }
+                    .to_json()
+                });
                 let payload = payload(entry, rule, &url, include_content, mail.clone());
                 out.push(Notification { url, payload });
             }
