@@ -1,11 +1,12 @@
 //! The configuration set named by `X-SES-CONFIGURATION-SET` must exist for
 //! the sending tenant; SES refuses the message otherwise.
 
-use crate::control::{Control, config_set_header};
+use crate::control::Control;
+use crate::proto::send_options::SendOptions;
 use crate::proto::{Reply, texts};
 
 pub fn check(control: &Control, tenant: &str, message: &[u8]) -> Result<(), Reply> {
-    let Some(name) = config_set_header(message) else {
+    let Some(name) = SendOptions::from_headers(message).configuration_set else {
         return Ok(());
     };
     match control.config_set(tenant, &name) {

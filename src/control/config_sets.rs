@@ -113,22 +113,6 @@ pub struct DueWebhook {
     pub created_at: i64,
 }
 
-/// The configuration set a message names (`X-SES-CONFIGURATION-SET`,
-/// unfolded and trimmed; the first one if repeated).
-pub fn config_set_header(message: &[u8]) -> Option<String> {
-    let block = crate::proto::headers::HeaderBlock::parse(message);
-    let field = block
-        .fields
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case("X-SES-CONFIGURATION-SET"))?;
-    let text = String::from_utf8_lossy(&message[field.start..field.end]);
-    let value = text
-        .split_once(':')
-        .map_or("", |(_, v)| v)
-        .replace("\r\n", "");
-    Some(value.trim().to_string())
-}
-
 /// SES: up to 64 letters, digits, `_` and `-`.
 fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
@@ -375,13 +359,6 @@ pub(super) fn enqueue_webhooks(db: &Connection, tenant: &str, event: &Value) -> 
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn the_set_is_read_from_its_header() {
-        let raw = b"Subject: x\r\nx-ses-configuration-set:\r\n  Marketing \r\n\r\nbody\r\n";
-        assert_eq!(config_set_header(raw).as_deref(), Some("Marketing"));
-        assert_eq!(config_set_header(b"Subject: x\r\n\r\n"), None);
-    }
 
     #[test]
     fn event_types_are_checked_and_named_as_ses_does() {

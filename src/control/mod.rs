@@ -23,8 +23,7 @@ use rusqlite::Connection;
 
 pub use apikeys::{ApiKeyInfo, ApiKeyOwner, NewApiKey};
 pub use config_sets::{
-    ConfigSet, DueWebhook, EVENT_TYPES, EventDestination, TlsPolicy, config_set_header,
-    parse_event_types,
+    ConfigSet, DueWebhook, EVENT_TYPES, EventDestination, TlsPolicy, parse_event_types,
 };
 pub use credentials::{NewCredential, StoredCredential, ses_smtp_password};
 pub use domains::{

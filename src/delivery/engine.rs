@@ -27,12 +27,12 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::schedule::{Next, Schedule};
-use super::send_options::SendOptions;
 use super::simulator::{self, Behaviour};
 use super::{Outcome, Outgoing, Transport, dsn, recipient_domain};
 use crate::config::Config;
-use crate::control::{Control, MailInfo, TlsPolicy, config_set_header, iso8601_millis, ses_event};
+use crate::control::{Control, MailInfo, TlsPolicy, iso8601_millis, ses_event};
 use crate::proto::headers::HeaderBlock;
+use crate::proto::send_options::SendOptions;
 use crate::queue::state::{self, QueueState, RecipientUpdate};
 use crate::queue::{Direction, NewEntry};
 use crate::types::{MessageId, unix_now};
@@ -247,14 +247,16 @@ impl Engine {
             routes.push(route);
         }
         let body = HeaderBlock::parse(&entry.body).rewrite(SES_HEADERS, &[]);
+        let options = SendOptions::from_headers(&entry.body);
+        let require_tls = evented && self.requires_tls(&entry.tenant, &options)?;
         let message = Outgoing {
             message_id: entry.message_id.clone(),
             tenant: entry.tenant.clone(),
             mail_from: entry.mail_from.clone(),
             body: Arc::new(body),
-            options: SendOptions::from_headers(&entry.body),
+            options,
             meta: Arc::new(entry.meta.clone()),
-            require_tls: evented && self.requires_tls(&entry)?,
+            require_tls,
         };
         let transport = self.transport_for(&entry.tenant, outbound)?;
         let to_transport: Vec<String> = recipients
@@ -544,13 +546,13 @@ impl Engine {
     }
 
     /// Whether the message's configuration set has `TlsPolicy REQUIRE`.
-    fn requires_tls(&self, entry: &state::EntryInfo) -> anyhow::Result<bool> {
-        let Some(name) = config_set_header(&entry.body) else {
+    fn requires_tls(&self, tenant: &str, options: &SendOptions) -> anyhow::Result<bool> {
+        let Some(name) = &options.configuration_set else {
             return Ok(false);
         };
         Ok(self
             .control
-            .config_set(&entry.tenant, &name)?
+            .config_set(tenant, name)?
             .is_some_and(|set| set.tls_policy == TlsPolicy::Require))
     }
 
@@ -588,26 +590,13 @@ impl Engine {
 
 /// The `mail` object of every event about this message.
 pub(crate) fn mail_object(entry: &state::EntryInfo) -> Value {
-    let headers = HeaderBlock::parse(&entry.body);
+    let options = SendOptions::from_headers(&entry.body);
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for field in &headers.fields {
-        let text = String::from_utf8_lossy(&entry.body[field.start..field.end]);
-        let value = text
-            .split_once(':')
-            .map_or("", |(_, v)| v)
-            .replace("\r\n", "");
-        let value = value.trim();
-        if field.name.eq_ignore_ascii_case("X-SES-CONFIGURATION-SET") {
-            tags.insert("ses:configuration-set".into(), vec![value.to_string()]);
-        } else if field.name.eq_ignore_ascii_case("X-SES-MESSAGE-TAGS") {
-            for pair in value.split(',') {
-                if let Some((k, v)) = pair.split_once('=') {
-                    tags.entry(k.trim().to_string())
-                        .or_default()
-                        .push(v.trim().to_string());
-                }
-            }
-        }
+    if let Some(set) = options.configuration_set {
+        tags.insert("ses:configuration-set".into(), vec![set]);
+    }
+    for (name, value) in options.tags {
+        tags.entry(name).or_default().push(value);
     }
     tags.insert("ses:operation".into(), vec!["SendSmtpEmail".into()]);
     MailInfo {

@@ -15,7 +15,6 @@ pub mod mx;
 mod pool;
 pub mod relay;
 pub mod schedule;
-pub mod send_options;
 pub mod ses;
 pub mod simulator;
 pub mod webhooks;
@@ -76,7 +75,7 @@ pub struct Outgoing {
     /// The message exactly as queued (signed, stamped).
     pub body: std::sync::Arc<Vec<u8>>,
     /// The SES options of its stripped `X-SES-*` headers.
-    pub options: send_options::SendOptions,
+    pub options: crate::proto::send_options::SendOptions,
     /// The queue entry's metadata (`NewEntry::meta`).
     pub meta: std::sync::Arc<serde_json::Value>,
     /// Its configuration set says `TlsPolicy REQUIRE`: no plaintext hop.

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod headers;
 pub mod reply;
+pub mod send_options;
 pub mod texts;
 
 pub use reply::Reply;

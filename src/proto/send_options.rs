@@ -1,8 +1,9 @@
 //! What a message asks of SES besides delivery: the configuration set and
 //! the message tags, read from the `X-SES-CONFIGURATION-SET` and
-//! `X-SES-MESSAGE-TAGS` headers of the queued message. The engine strips
-//! those headers before a transport sees the body, so a transport that
-//! passes them on to SES (the `ses` transport) gets them here instead.
+//! `X-SES-MESSAGE-TAGS` headers. The one reader of those headers: the
+//! submission check (does the set exist), the engine (TLS policy, event
+//! tags) and the `ses` transport (which passes them on, since the engine
+//! strips the headers before a transport sees the body).
 
 use crate::proto::headers::HeaderBlock;
 
@@ -61,6 +62,13 @@ mod tests {
             SendOptions::from_headers(b"From: a@b.test\r\n\r\nX-SES-CONFIGURATION-SET: no\r\n"),
             SendOptions::default(),
             "the body is not headers"
+        );
+        let folded = b"Subject: x\r\nx-ses-configuration-set:\r\n  Marketing \r\n\r\nbody\r\n";
+        assert_eq!(
+            SendOptions::from_headers(folded)
+                .configuration_set
+                .as_deref(),
+            Some("Marketing")
         );
     }
 }
