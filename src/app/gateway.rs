@@ -205,18 +205,28 @@ impl Gateway {
         tx: Transaction,
     ) -> Result<Vec<NewEntry>, Reply> {
         let tenant = session.tenant.clone().ok_or_else(texts::auth_required)?;
+        // Read once: authorization, quota and signing all go by this row.
+        let account = match self.control.tenant(&tenant) {
+            Ok(Some(account)) => account,
+            Ok(None) => return Err(texts::temporary_failure()),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "control database lookup failed");
+                return Err(texts::temporary_failure());
+            }
+        };
         let headers = HeaderBlock::parse(&tx.body);
         checks::header_checks(&headers)?;
         checks::authorize_submission(
             &self.control,
             &self.region,
-            &tenant,
+            &account,
             &tx.mail_from,
             &tx.recipients,
             &headers,
         )?;
         checks::config_set::check(&self.control, &tenant, &tx.body)?;
-        self.admit_by_quota(&tenant, tx.recipients.len())?;
+        self.quotas
+            .admit(&tenant, account.send_quota, tx.recipients.len())?;
         // Scanned before stamping (and signing): what is signed is what is sent.
         let ctx = ScanContext::outbound(
             id,
@@ -243,7 +253,10 @@ impl Gateway {
         let mail_from =
             domains::envelope_sender(&self.default_mail_from_domain, domain.as_ref(), id)?;
         let body = match &domain {
-            Some(domain) if self.sesame_signs(&tenant)? => self.sign(domain, stamped)?,
+            // Not when SES signs (Easy DKIM): one signature per d=, not two.
+            Some(domain) if account.dkim_signer == DkimSigner::Sesame => {
+                self.sign(domain, stamped)?
+            }
             _ => stamped,
         };
         Ok(vec![NewEntry {
@@ -256,26 +269,6 @@ impl Gateway {
             body,
             meta,
         }])
-    }
-
-    /// False when SES signs the tenant's mail (Easy DKIM): one signature
-    /// per d=, not two.
-    fn sesame_signs(&self, tenant: &str) -> Result<bool, Reply> {
-        match self.control.tenant(tenant) {
-            Ok(t) => Ok(t.is_none_or(|t| t.dkim_signer == DkimSigner::Sesame)),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "control database lookup failed");
-                Err(texts::temporary_failure())
-            }
-        }
-    }
-
-    fn admit_by_quota(&self, tenant: &str, recipients: usize) -> Result<(), Reply> {
-        let quota = match self.control.tenant(tenant) {
-            Ok(Some(t)) => t.send_quota,
-            _ => return Err(texts::temporary_failure()),
-        };
-        self.quotas.admit(tenant, quota, recipients)
     }
 
     /// Prepends the DKIM signatures; signed exactly once, before queueing.

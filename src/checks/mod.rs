@@ -6,7 +6,7 @@ pub mod quota;
 
 use mail_parser::MessageParser;
 
-use crate::control::{Control, Identity};
+use crate::control::{Control, Identity, Tenant};
 use crate::proto::headers::HeaderBlock;
 use crate::proto::{Reply, texts};
 use crate::types::EmailAddress;
@@ -30,18 +30,13 @@ pub fn header_checks(headers: &HeaderBlock<'_>) -> Result<(), Reply> {
 pub fn authorize_submission(
     control: &Control,
     region: &str,
-    tenant: &str,
+    tenant: &Tenant,
     mail_from: &str,
     recipients: &[String],
     headers: &HeaderBlock<'_>,
 ) -> Result<(), Reply> {
-    let tenant_row = control
-        .tenant(tenant)
-        .ok()
-        .flatten()
-        .ok_or_else(texts::temporary_failure)?;
     let verified = control
-        .verified_identities(tenant)
+        .verified_identities(&tenant.name)
         .map_err(|_| texts::temporary_failure())?;
 
     let parsed = MessageParser::new().parse_headers(headers.raw());
@@ -68,7 +63,7 @@ pub fn authorize_submission(
     };
     check(mail_from);
     from.iter().chain(&sender).for_each(|a| check(a));
-    if tenant_row.sandbox {
+    if tenant.sandbox {
         for rcpt in recipients {
             let simulator =
                 EmailAddress::parse(rcpt).is_some_and(|a| a.domain() == SIMULATOR_DOMAIN);
@@ -124,7 +119,7 @@ mod tests {
         authorize_submission(
             control,
             "eu-west-1",
-            "t",
+            &control.require_tenant("t").unwrap(),
             from,
             &[rcpt.to_string()],
             &headers,
@@ -175,8 +170,9 @@ mod tests {
     fn a_message_without_from_is_refused() {
         let (_d, c) = setup();
         let headers = HeaderBlock::parse(b"Subject: x\r\n\r\nhi\r\n");
-        let reply =
-            authorize_submission(&c, "us-east-1", "t", "app@ok.test", &[], &headers).unwrap_err();
+        let tenant = c.require_tenant("t").unwrap();
+        let reply = authorize_submission(&c, "us-east-1", &tenant, "app@ok.test", &[], &headers)
+            .unwrap_err();
         assert_eq!(reply, texts::missing_from());
     }
 }
